@@ -1,0 +1,89 @@
+/* model.h - a model is a small graph of named chains of layers, built from the config:
+ * blocks (input: a data set array or another block) and heads (input: a block; extra layers,
+ * then a dense projection to the target's classes that jtrain adds, and a softmax
+ * cross-entropy loss on a label array, with a weight). Architectures 1-3 of DESIGN.md are
+ * configs of this one graph.
+ *
+ * Invariants: all memory (parameters, activations, gradients, workspaces) is sized for max_n
+ * rows when the model is built; forward, loss and backward never allocate. Gradients are
+ * zeroed by the caller once per step; every layer's backward adds into them, and a block that
+ * feeds several consumers receives the sum of their gradients. */
+#ifndef JTRAIN_MODEL_H
+#define JTRAIN_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "jtrain/common.h"
+#include "jtrain/config.h"
+#include "jtrain/data.h"
+#include "jtrain/layer.h"
+#include "jtrain/loss.h"
+#include "jtrain/params.h"
+
+#define JT_MODEL_MAX_ARRAYS 16
+
+typedef struct {
+    char name[JT_NAME_MAX];
+    int is_head;
+    int src_array;        /* index into the split's arrays, or -1 */
+    int src_block;        /* index of the source chain, or -1 */
+    jt_layer *layers;
+    int *ctx_block;       /* per layer: chain whose output is the layer's context, or -1 */
+    size_t n_layers;
+    jt_shape in, out;
+    float **act;          /* act[i]: (max_n, layers[i].out) */
+    float **dact;         /* dact[i]: gradient with respect to act[i] */
+    float *dsrc;          /* (max_n, in): the first layer's dx before it is added to src_block */
+    /* heads only */
+    int target_array;     /* index into the split's arrays */
+    double weight;
+    size_t n_classes;
+} jt_chain;
+
+typedef struct {
+    jt_chain *chains;     /* blocks in dependency order, then heads in config order */
+    size_t n_chains, n_blocks, n_heads;
+    jt_params params;
+    size_t max_n;
+    size_t n_layers_total;
+    uint64_t seed;
+} jt_model;
+
+/* The data set arrays a config needs: block inputs that are not blocks (inputs) and head
+ * targets (labels), each once, in config order. Pointers into cfg. */
+void jt_model_arrays(const jt_config *cfg, const char **inputs, size_t *n_inputs,
+                     const char **labels, size_t *n_labels);
+
+/* Builds the model for cfg over the arrays of split (metadata is enough), with room for max_n
+ * rows per pass, and initialises parameters from cfg->train.seed (He/Glorot). JT_EUSAGE with a
+ * message for graphs that cannot be built (unknown input, cycle, shape mismatch, bad layer). */
+jt_status jt_model_build(jt_model *m, const jt_config *cfg, const jt_split *split, size_t max_n,
+                         char *err, size_t errlen);
+
+/* Forward pass of n <= max_n rows. arrays[a] points at n rows of split array a (floats for
+ * inputs). rows: the rows' global indices (dropout streams). train: dropout on. */
+void jt_model_forward(jt_model *m, const void *const *arrays, const uint64_t *rows, size_t n,
+                      int train, uint64_t step);
+
+/* Loss of each head on the last forward pass. labelled[h] is head h's number of labelled rows
+ * in the GLOBAL batch (0 = compute no gradient); the head's gradient is scaled by
+ * weight / labelled[h]. stats[h] receives the local sums. With grad = 0 no gradient is kept. */
+void jt_model_loss(jt_model *m, const void *const *arrays, size_t n, const uint64_t *labelled,
+                   int grad, jt_xent_stats *stats);
+
+/* Backward pass of the last forward/loss: ADDS into m->params.g. */
+void jt_model_backward(jt_model *m, const void *const *arrays, const uint64_t *rows, size_t n,
+                       uint64_t step);
+
+/* FNV-1a 64 of the parameter buffer's bytes (ranks compare it to prove identical replicas). */
+uint64_t jt_model_checksum(const jt_model *m);
+
+/* Prints blocks, heads, layers, output shapes and parameter counts. */
+void jt_model_print_summary(const jt_model *m, FILE *out);
+
+/* NULL-safe. */
+void jt_model_free(jt_model *m);
+
+#endif

@@ -1,0 +1,506 @@
+/* config_schema.c - the config schema of DESIGN.md "Config": checks the YAML document section
+ * by section and fills a jt_config, defaults first, then the values given.
+ *
+ * Strict by design: every mapping's keys are checked against the section's list (unknown and
+ * duplicate keys are errors), numbers must be plain scalars that parse whole and lie in range
+ * (a quoted "1e-3" is a string, not a number), and a null (`key:` with nothing) is never a
+ * value. Layer settings are checked by the layer module (jt_layer_opts_parse), which knows
+ * each kind's keys; this file only locates its verdict (line and dotted key). */
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config_doc.h"
+
+#define JT_KEY_MAX 384 /* a dotted key in a message */
+
+typedef enum { JT_RANGE_POS, JT_RANGE_NONNEG, JT_RANGE_UNIT } jt_range;
+
+static const char *const k_root[] = {"data", "model", "train", "checkpoint", "log", NULL};
+static const char *const k_data[] = {"file", "train", "eval", NULL};
+static const char *const k_model[] = {"blocks", "heads", NULL};
+static const char *const k_block[] = {"input", "layers", NULL};
+static const char *const k_head[] = {"input", "target", "weight", "layers", NULL};
+static const char *const k_train[] = {"epochs",    "steps",      "batch_size", "seed", "optimizer",
+                                      "clip_norm", "eval_every", "threads",    NULL};
+static const char *const k_optim[] = {"name", "lr", "beta1", "beta2", "eps", "weight_decay", NULL};
+static const char *const k_ckpt[] = {"dir", "every_steps", "keep", NULL};
+static const char *const k_log[] = {"every_steps", "metrics", NULL};
+
+static yaml_node_t *node_at(jt_cfg_doc *d, int id) { return yaml_document_get_node(&d->doc, id); }
+
+static const char *text(const yaml_node_t *n) { return (const char *)n->data.scalar.value; }
+
+static int is_plain(const yaml_node_t *n) {
+    return n->type == YAML_SCALAR_NODE && n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+}
+
+/* YAML's null: an empty plain scalar, ~, or the word null. */
+static int is_null(const yaml_node_t *n) {
+    if (!is_plain(n)) return 0;
+    const char *s = text(n);
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
+}
+
+/* out = "path.key" (or "key" at the top level); a key too long for messages ends in "...". */
+static void join(char *out, const char *path, const char *key) {
+    int w = path && *path ? snprintf(out, JT_KEY_MAX, "%s.%s", path, key)
+                          : snprintf(out, JT_KEY_MAX, "%s", key);
+    if (w >= JT_KEY_MAX) memcpy(out + JT_KEY_MAX - 4, "...", 4);
+}
+
+/* "expected <what>, found <a description of n>" at n. */
+static jt_status expected(jt_cfg_doc *d, const yaml_node_t *n, const char *key, const char *what) {
+    const char *kind = n->type == YAML_MAPPING_NODE ? "a mapping"
+                       : n->type == YAML_SEQUENCE_NODE ? "a list"
+                       : is_null(n)                   ? "nothing"
+                                                      : NULL;
+    if (kind) return jt_cfg_fail(d, n, key, "expected %s, found %s", what, kind);
+    return jt_cfg_fail(d, n, key, "expected %s, found %s'%.80s'", what,
+                       is_plain(n) ? "" : "the quoted string ", text(n));
+}
+
+static int in_list(const char *const *list, const char *s) {
+    for (size_t i = 0; list[i]; i++)
+        if (!strcmp(list[i], s)) return 1;
+    return 0;
+}
+
+/* Checks that n is a mapping (a null counts as an empty one) whose keys are distinct, non-null
+ * scalars and, when `allowed` is not NULL, all in it. */
+static jt_status check_map(jt_cfg_doc *d, yaml_node_t *n, const char *path,
+                           const char *const *allowed) {
+    if (is_null(n)) return JT_OK;
+    if (n->type != YAML_MAPPING_NODE) return expected(d, n, path, "a mapping");
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node_at(d, p->key);
+        if (k->type != YAML_SCALAR_NODE || is_null(k)) return expected(d, k, path, "a key");
+        char full[JT_KEY_MAX];
+        join(full, path, text(k));
+        if (strlen(text(k)) != k->data.scalar.length)
+            return jt_cfg_fail(d, k, full, "key contains a NUL character");
+        for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p; q++) {
+            yaml_node_t *prev = node_at(d, q->key);
+            if (prev->type == YAML_SCALAR_NODE && !strcmp(text(prev), text(k))) {
+                int line = jt_cfg_line(d, prev);
+                if (line > 0) return jt_cfg_fail(d, k, full, "duplicate key (first given on line %d)", line);
+                return jt_cfg_fail(d, k, full, "duplicate key");
+            }
+        }
+        if (allowed && !in_list(allowed, text(k))) {
+            char list[256] = "";
+            for (size_t i = 0; allowed[i]; i++) {
+                size_t used = strlen(list);
+                snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", allowed[i]);
+            }
+            return jt_cfg_fail(d, k, full, "unknown key; expected one of: %s", list);
+        }
+    }
+    return JT_OK;
+}
+
+/* The value of `key` in mapping n, or NULL (also when n is a null). */
+static yaml_node_t *get(jt_cfg_doc *d, yaml_node_t *n, const char *key) {
+    if (!n || n->type != YAML_MAPPING_NODE) return NULL;
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = node_at(d, p->key);
+        if (k->type == YAML_SCALAR_NODE && !strcmp(text(k), key)) return node_at(d, p->value);
+    }
+    return NULL;
+}
+
+static jt_status missing(jt_cfg_doc *d, yaml_node_t *map, const char *path, const char *key) {
+    char full[JT_KEY_MAX];
+    join(full, path, key);
+    return jt_cfg_fail(d, map, full, "required key is missing");
+}
+
+/* Reads map.key (if given) as a string of 1..cap-1 characters into out. */
+static jt_status get_string(jt_cfg_doc *d, yaml_node_t *map, const char *path, const char *key,
+                            char *out, size_t cap) {
+    yaml_node_t *v = get(d, map, key);
+    if (!v) return JT_OK;
+    char full[JT_KEY_MAX], what[64];
+    join(full, path, key);
+    snprintf(what, sizeof what, "a string of 1 to %zu characters", cap - 1);
+    if (v->type != YAML_SCALAR_NODE || is_null(v)) return expected(d, v, full, what);
+    size_t len = strlen(text(v));
+    if (len != v->data.scalar.length) return jt_cfg_fail(d, v, full, "contains a NUL character");
+    if (len == 0 || len >= cap) return expected(d, v, full, what);
+    memcpy(out, text(v), len + 1);
+    return JT_OK;
+}
+
+/* Reads map.key (if given) as an integer in [lo, hi]. */
+static jt_status get_long(jt_cfg_doc *d, yaml_node_t *map, const char *path, const char *key,
+                          long lo, long hi, long *out) {
+    yaml_node_t *v = get(d, map, key);
+    if (!v) return JT_OK;
+    char full[JT_KEY_MAX], what[80];
+    join(full, path, key);
+    if (hi == LONG_MAX)
+        snprintf(what, sizeof what, "an integer >= %ld", lo);
+    else
+        snprintf(what, sizeof what, "an integer in [%ld, %ld]", lo, hi);
+    if (!is_plain(v) || is_null(v) || jt_parse_long(text(v), lo, hi, out) != 0)
+        return expected(d, v, full, what);
+    return JT_OK;
+}
+
+/* Reads map.key (if given) as a finite number in the range r. */
+static jt_status get_double(jt_cfg_doc *d, yaml_node_t *map, const char *path, const char *key,
+                            jt_range r, double *out) {
+    yaml_node_t *v = get(d, map, key);
+    if (!v) return JT_OK;
+    char full[JT_KEY_MAX];
+    join(full, path, key);
+    const char *what = r == JT_RANGE_POS      ? "a number > 0"
+                       : r == JT_RANGE_NONNEG ? "a number >= 0"
+                                              : "a number in [0, 1)";
+    double x;
+    if (!is_plain(v) || is_null(v) || jt_parse_double(text(v), &x) != 0)
+        return expected(d, v, full, what);
+    int ok = r == JT_RANGE_POS ? x > 0 : r == JT_RANGE_NONNEG ? x >= 0 : (x >= 0 && x < 1);
+    if (!ok) return expected(d, v, full, what);
+    *out = x;
+    return JT_OK;
+}
+
+/* Reads map.key (if given) as an unsigned 64-bit integer (decimal digits only). */
+static jt_status get_u64(jt_cfg_doc *d, yaml_node_t *map, const char *path, const char *key,
+                         uint64_t *out) {
+    yaml_node_t *v = get(d, map, key);
+    if (!v) return JT_OK;
+    char full[JT_KEY_MAX];
+    join(full, path, key);
+    const char *what = "an integer in [0, 18446744073709551615]";
+    if (!is_plain(v) || !isdigit((unsigned char)text(v)[0])) return expected(d, v, full, what);
+    char *end = NULL;
+    errno = 0;
+    unsigned long long x = strtoull(text(v), &end, 10);
+    if (errno || *end) return expected(d, v, full, what);
+    *out = (uint64_t)x;
+    return JT_OK;
+}
+
+/* Block and head names: [A-Za-z0-9_-]+, shorter than JT_NAME_MAX. */
+static jt_status check_name(jt_cfg_doc *d, const yaml_node_t *k, const char *full) {
+    const char *s = text(k);
+    size_t len = strlen(s);
+    int ok = len > 0 && len < JT_NAME_MAX;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = isalnum((unsigned char)s[i]) || s[i] == '_' || s[i] == '-';
+    if (!ok)
+        return jt_cfg_fail(d, k, full, "bad name '%.80s': expected 1 to %d of A-Z a-z 0-9 _ -", s,
+                           JT_NAME_MAX - 1);
+    return JT_OK;
+}
+
+/* Removes the " (line N)" / " (lines N and M)" notes of the layer module's messages: the config
+ * message already names the line (and for --set there is none). */
+static void strip_line_notes(char *msg) {
+    char *p;
+    while ((p = strstr(msg, " (line")) != NULL) {
+        char *close = strchr(p, ')');
+        if (!close) return;
+        memmove(p, close + 1, strlen(close + 1) + 1);
+    }
+}
+
+/* One item of a layers list: "relu" or {conv2d: {filters: 32, kernel: 3}}. */
+static jt_status parse_layer(jt_cfg_doc *d, yaml_node_t *item, const char *lpath, jt_layer_cfg *l) {
+    yaml_node_t *kn = item, *sn = NULL;
+    const char *what = "a layer: a kind (e.g. relu) or a one-key mapping {kind: {settings}}";
+    if (item->type == YAML_MAPPING_NODE &&
+        item->data.mapping.pairs.top - item->data.mapping.pairs.start == 1) {
+        kn = node_at(d, item->data.mapping.pairs.start->key);
+        sn = node_at(d, item->data.mapping.pairs.start->value);
+    }
+    if (kn->type != YAML_SCALAR_NODE || is_null(kn)) return expected(d, kn, lpath, what);
+
+    char kpath[JT_KEY_MAX], msg[512];
+    join(kpath, lpath, text(kn));
+    l->line = jt_cfg_line(d, kn);
+    if (jt_layer_opts_parse(text(kn), NULL, 0, &l->opts, msg, sizeof msg) != JT_OK) {
+        strip_line_notes(msg);
+        return jt_cfg_fail(d, kn, kpath, "%s", msg);
+    }
+    snprintf(l->kind, sizeof l->kind, "%s", text(kn)); /* a known kind, so it fits */
+    if (!sn || is_null(sn)) return JT_OK;
+    if (sn->type != YAML_MAPPING_NODE)
+        return expected(d, sn, kpath, "a mapping of the layer's settings, e.g. {units: 128}");
+    jt_status st = check_map(d, sn, kpath, NULL);
+    if (st != JT_OK) return st;
+
+    size_t n = (size_t)(sn->data.mapping.pairs.top - sn->data.mapping.pairs.start);
+    jt_layer_kv *kv = jt_xcalloc(n, sizeof *kv);
+    for (size_t i = 0; i < n; i++) {
+        yaml_node_t *k = node_at(d, sn->data.mapping.pairs.start[i].key);
+        yaml_node_t *v = node_at(d, sn->data.mapping.pairs.start[i].value);
+        char full[JT_KEY_MAX];
+        join(full, kpath, text(k));
+        if (strlen(text(k)) >= sizeof kv[i].key) {
+            st = jt_cfg_fail(d, k, full, "layer '%s' has no setting '%.80s'", l->kind, text(k));
+            goto cleanup;
+        }
+        if (v->type != YAML_SCALAR_NODE || is_null(v) || strlen(text(v)) >= sizeof kv[i].value) {
+            st = expected(d, v, full, "a single value (a number, a word or true/false)");
+            goto cleanup;
+        }
+        snprintf(kv[i].key, sizeof kv[i].key, "%s", text(k));
+        snprintf(kv[i].value, sizeof kv[i].value, "%s", text(v));
+        kv[i].line = jt_cfg_line(d, k);
+    }
+    st = jt_layer_opts_parse(l->kind, kv, n, &l->opts, msg, sizeof msg);
+    if (st != JT_OK) {
+        /* find the setting to blame, for its line and key */
+        const yaml_node_t *at = sn;
+        char full[JT_KEY_MAX];
+        snprintf(full, sizeof full, "%s", kpath);
+        for (size_t i = 0; i < n; i++) {
+            jt_layer_opts tmp;
+            char one[512];
+            if (jt_layer_opts_parse(l->kind, &kv[i], 1, &tmp, one, sizeof one) != JT_OK) {
+                at = node_at(d, sn->data.mapping.pairs.start[i].key);
+                join(full, kpath, kv[i].key);
+                snprintf(msg, sizeof msg, "%s", one);
+                break;
+            }
+        }
+        strip_line_notes(msg);
+        st = jt_cfg_fail(d, at, full, "%s", msg);
+    }
+cleanup:
+    free(kv);
+    return st;
+}
+
+/* A layers list (a null is an empty list) into *out / *n_out, which the config then owns. */
+static jt_status parse_layers(jt_cfg_doc *d, yaml_node_t *seq, const char *path,
+                              jt_layer_cfg **out, size_t *n_out) {
+    if (is_null(seq)) return JT_OK;
+    if (seq->type != YAML_SEQUENCE_NODE) return expected(d, seq, path, "a list of layers");
+    size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
+    if (n == 0) return JT_OK;
+    *out = jt_xcalloc(n, sizeof **out);
+    *n_out = n;
+    for (size_t i = 0; i < n; i++) {
+        char lpath[JT_KEY_MAX];
+        snprintf(lpath, sizeof lpath, "%s[%zu]", path, i);
+        jt_status st = parse_layer(d, node_at(d, seq->data.sequence.items.start[i]), lpath, &(*out)[i]);
+        if (st != JT_OK) return st;
+    }
+    return JT_OK;
+}
+
+static jt_status parse_data(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
+    yaml_node_t *s = get(d, root, "data");
+    if (!s) return missing(d, root, "data", "file");
+    jt_status st = check_map(d, s, "data", k_data);
+    if (st == JT_OK && !get(d, s, "file")) st = missing(d, s, "data", "file");
+    if (st == JT_OK) st = get_string(d, s, "data", "file", c->data.file, sizeof c->data.file);
+    if (st == JT_OK) st = get_string(d, s, "data", "train", c->data.train, sizeof c->data.train);
+    if (st == JT_OK) st = get_string(d, s, "data", "eval", c->data.eval, sizeof c->data.eval);
+    return st;
+}
+
+/* The named mapping model.<what> (blocks or heads): non-empty, names valid and distinct. */
+static jt_status named_map(jt_cfg_doc *d, yaml_node_t *model, const char *what, yaml_node_t **out,
+                           size_t *n) {
+    char path[32];
+    snprintf(path, sizeof path, "model.%s", what);
+    yaml_node_t *m = get(d, model, what);
+    if (!m) return missing(d, model, "model", what);
+    jt_status st = check_map(d, m, path, NULL);
+    if (st != JT_OK) return st;
+    if (is_null(m) || m->data.mapping.pairs.top == m->data.mapping.pairs.start)
+        return jt_cfg_fail(d, m, path, "expected at least one %s", what[0] == 'b' ? "block" : "head");
+    *n = (size_t)(m->data.mapping.pairs.top - m->data.mapping.pairs.start);
+    for (size_t i = 0; i < *n; i++) {
+        yaml_node_t *k = node_at(d, m->data.mapping.pairs.start[i].key);
+        char full[JT_KEY_MAX];
+        join(full, path, text(k));
+        st = check_name(d, k, full);
+        if (st != JT_OK) return st;
+    }
+    *out = m;
+    return JT_OK;
+}
+
+static int find_block(const jt_config *c, const char *name) {
+    for (size_t i = 0; i < c->n_blocks; i++)
+        if (!strcmp(c->blocks[i].name, name)) return (int)i;
+    return -1;
+}
+
+static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
+    yaml_node_t *s = get(d, root, "model"), *bm = NULL, *hm = NULL;
+    if (!s) return missing(d, root, "model", "blocks");
+    jt_status st = check_map(d, s, "model", k_model);
+    if (st == JT_OK) st = named_map(d, s, "blocks", &bm, &c->n_blocks);
+    if (st != JT_OK) return st;
+    c->blocks = jt_xcalloc(c->n_blocks, sizeof *c->blocks);
+    for (size_t i = 0; i < c->n_blocks; i++) {
+        jt_block_cfg *b = &c->blocks[i];
+        yaml_node_t *k = node_at(d, bm->data.mapping.pairs.start[i].key);
+        yaml_node_t *v = node_at(d, bm->data.mapping.pairs.start[i].value);
+        char path[JT_KEY_MAX], lpath[JT_KEY_MAX];
+        snprintf(b->name, sizeof b->name, "%s", text(k));
+        b->line = jt_cfg_line(d, k);
+        join(path, "model.blocks", b->name);
+        join(lpath, path, "layers");
+        if ((st = check_map(d, v, path, k_block)) != JT_OK) return st;
+        if (!get(d, v, "input")) return missing(d, is_null(v) ? v : k, path, "input");
+        if (!get(d, v, "layers")) return missing(d, k, path, "layers");
+        if ((st = get_string(d, v, path, "input", b->input, sizeof b->input)) != JT_OK) return st;
+        st = parse_layers(d, get(d, v, "layers"), lpath, &b->layers, &b->n_layers);
+        if (st != JT_OK) return st;
+        if (b->n_layers == 0) return jt_cfg_fail(d, get(d, v, "layers"), lpath, "expected at least one layer");
+    }
+    /* a block may take another block as input, but the graph must not loop */
+    for (size_t i = 0; i < c->n_blocks; i++) {
+        int cur = (int)i;
+        for (size_t hops = 0; hops <= c->n_blocks; hops++) {
+            cur = find_block(c, c->blocks[cur].input);
+            if (cur < 0) break;
+            if (cur == (int)i) {
+                char path[JT_KEY_MAX], full[JT_KEY_MAX];
+                join(path, "model.blocks", c->blocks[i].name);
+                join(full, path, "input");
+                return jt_cfg_fail(d, get(d, node_at(d, bm->data.mapping.pairs.start[i].value), "input"),
+                                   full, "block '%s' takes its own output as input (through '%s')",
+                                   c->blocks[i].name, c->blocks[i].input);
+            }
+        }
+    }
+
+    if ((st = named_map(d, s, "heads", &hm, &c->n_heads)) != JT_OK) return st;
+    c->heads = jt_xcalloc(c->n_heads, sizeof *c->heads);
+    for (size_t i = 0; i < c->n_heads; i++) {
+        jt_head_cfg *h = &c->heads[i];
+        yaml_node_t *k = node_at(d, hm->data.mapping.pairs.start[i].key);
+        yaml_node_t *v = node_at(d, hm->data.mapping.pairs.start[i].value);
+        char path[JT_KEY_MAX], lpath[JT_KEY_MAX], ipath[JT_KEY_MAX];
+        snprintf(h->name, sizeof h->name, "%s", text(k));
+        h->line = jt_cfg_line(d, k);
+        h->weight = 1.0;
+        join(path, "model.heads", h->name);
+        join(lpath, path, "layers");
+        join(ipath, path, "input");
+        if (find_block(c, h->name) >= 0)
+            return jt_cfg_fail(d, k, path, "'%s' is already a block's name; names must be unique", h->name);
+        if ((st = check_map(d, v, path, k_head)) != JT_OK) return st;
+        if (!get(d, v, "input")) return missing(d, is_null(v) ? v : k, path, "input");
+        if (!get(d, v, "target")) return missing(d, is_null(v) ? v : k, path, "target");
+        if ((st = get_string(d, v, path, "input", h->input, sizeof h->input)) != JT_OK) return st;
+        if (find_block(c, h->input) < 0)
+            return jt_cfg_fail(d, get(d, v, "input"), ipath, "'%s' is not a block of model.blocks",
+                               h->input);
+        if ((st = get_string(d, v, path, "target", h->target, sizeof h->target)) != JT_OK) return st;
+        if ((st = get_double(d, v, path, "weight", JT_RANGE_NONNEG, &h->weight)) != JT_OK) return st;
+        yaml_node_t *ls = get(d, v, "layers");
+        if (ls && (st = parse_layers(d, ls, lpath, &h->layers, &h->n_layers)) != JT_OK) return st;
+    }
+    return JT_OK;
+}
+
+static jt_status parse_train(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
+    yaml_node_t *s = get(d, root, "train");
+    if (!s) return missing(d, root, "train", "batch_size");
+    jt_status st = check_map(d, s, "train", k_train);
+    if (st != JT_OK) return st;
+    yaml_node_t *e = get(d, s, "epochs"), *n = get(d, s, "steps");
+    if (e && n) return jt_cfg_fail(d, n, "train.steps", "give train.epochs or train.steps, not both");
+    if (!e && !n)
+        return jt_cfg_fail(d, s, "train.epochs", "required key is missing (or give train.steps)");
+    if (!get(d, s, "batch_size")) return missing(d, s, "train", "batch_size");
+    if ((st = get_long(d, s, "train", "epochs", 1, LONG_MAX, &c->train.epochs)) ||
+        (st = get_long(d, s, "train", "steps", 1, LONG_MAX, &c->train.steps)) ||
+        (st = get_long(d, s, "train", "batch_size", 1, LONG_MAX, &c->train.batch_size)) ||
+        (st = get_u64(d, s, "train", "seed", &c->train.seed)) ||
+        (st = get_double(d, s, "train", "clip_norm", JT_RANGE_NONNEG, &c->train.clip_norm)) ||
+        (st = get_long(d, s, "train", "eval_every", 0, LONG_MAX, &c->train.eval_every)) ||
+        (st = get_long(d, s, "train", "threads", 0, 4096, &c->train.threads)))
+        return st;
+
+    yaml_node_t *o = get(d, s, "optimizer");
+    if (!o) return JT_OK;
+    const char *p = "train.optimizer";
+    jt_adam_opts *a = &c->train.adam;
+    char name[JT_NAME_MAX] = "adam";
+    if ((st = check_map(d, o, p, k_optim)) || (st = get_string(d, o, p, "name", name, sizeof name)))
+        return st;
+    if (strcmp(name, "adam") != 0)
+        return jt_cfg_fail(d, get(d, o, "name"), "train.optimizer.name",
+                           "expected adam (the only optimizer), found '%s'", name);
+    if ((st = get_double(d, o, p, "lr", JT_RANGE_POS, &a->lr)) ||
+        (st = get_double(d, o, p, "beta1", JT_RANGE_UNIT, &a->beta1)) ||
+        (st = get_double(d, o, p, "beta2", JT_RANGE_UNIT, &a->beta2)) ||
+        (st = get_double(d, o, p, "eps", JT_RANGE_POS, &a->eps)) ||
+        (st = get_double(d, o, p, "weight_decay", JT_RANGE_NONNEG, &a->weight_decay)))
+        return st;
+    return JT_OK;
+}
+
+/* checkpoint.dir defaults to runs/<stem of the config file> ("run" when the source is not a
+ * file name, e.g. "<string>"). */
+static jt_status default_dir(jt_config *c, jt_cfg_doc *d) {
+    const char *base = strrchr(c->source, '/');
+    base = base ? base + 1 : c->source;
+    const char *dot = strrchr(base, '.');
+    int len = (int)(dot && dot != base ? (size_t)(dot - base) : strlen(base));
+    if (len == 0 || base[0] == '<') base = "run", len = 3;
+    int w = snprintf(c->checkpoint.dir, sizeof c->checkpoint.dir, "runs/%.*s", len, base);
+    if (w < 0 || (size_t)w >= sizeof c->checkpoint.dir)
+        return jt_cfg_fail(d, NULL, "checkpoint.dir", "the default (runs/<config name>) is too long; set it");
+    return JT_OK;
+}
+
+static jt_status parse_output(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
+    yaml_node_t *s = get(d, root, "checkpoint");
+    jt_status st = JT_OK;
+    if (s && ((st = check_map(d, s, "checkpoint", k_ckpt)) ||
+              (st = get_string(d, s, "checkpoint", "dir", c->checkpoint.dir, sizeof c->checkpoint.dir)) ||
+              (st = get_long(d, s, "checkpoint", "every_steps", 0, LONG_MAX, &c->checkpoint.every_steps)) ||
+              (st = get_long(d, s, "checkpoint", "keep", 1, LONG_MAX, &c->checkpoint.keep))))
+        return st;
+    if (!c->checkpoint.dir[0] && (st = default_dir(c, d)) != JT_OK) return st;
+
+    s = get(d, root, "log");
+    if (s && ((st = check_map(d, s, "log", k_log)) ||
+              (st = get_long(d, s, "log", "every_steps", 1, LONG_MAX, &c->log.every_steps)) ||
+              (st = get_string(d, s, "log", "metrics", c->log.metrics, sizeof c->log.metrics))))
+        return st;
+    if (!c->log.metrics[0]) {
+        int w = snprintf(c->log.metrics, sizeof c->log.metrics, "%s/metrics.jsonl", c->checkpoint.dir);
+        if (w < 0 || (size_t)w >= sizeof c->log.metrics)
+            return jt_cfg_fail(d, NULL, "log.metrics",
+                               "the default (<checkpoint.dir>/metrics.jsonl) is too long; set it");
+    }
+    return JT_OK;
+}
+
+jt_status jt_cfg_from_doc(jt_config *c, jt_cfg_doc *d) {
+    snprintf(c->data.train, sizeof c->data.train, "train");
+    snprintf(c->data.eval, sizeof c->data.eval, "test");
+    c->train.seed = 1;
+    c->train.adam = jt_adam_default_opts();
+    c->checkpoint.keep = 3;
+    c->log.every_steps = 50;
+
+    yaml_node_t *root = yaml_document_get_root_node(&d->doc);
+    if (!root) return jt_cfg_fail(d, NULL, "data.file", "required key is missing (the config is empty)");
+    if (root->type != YAML_MAPPING_NODE && !is_null(root))
+        return expected(d, root, "(top level)", "a mapping of sections data, model, train, checkpoint, log");
+    jt_status st = check_map(d, root, "", k_root);
+    if (st == JT_OK && is_null(root))
+        st = jt_cfg_fail(d, root, "data.file", "required key is missing (the config is empty)");
+    if (st == JT_OK) st = parse_data(c, d, root);
+    if (st == JT_OK) st = parse_model(c, d, root);
+    if (st == JT_OK) st = parse_train(c, d, root);
+    if (st == JT_OK) st = parse_output(c, d, root);
+    return st;
+}

@@ -1,0 +1,148 @@
+/* evaluate.c - exact evaluation over a split (each rank its own shard, sums reduced) and the
+ * `eval` and `summary` commands, which rebuild a model from a checkpoint or a config. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jtrain/ckpt.h"
+#include "jtrain/comm.h"
+#include "jtrain/config.h"
+#include "jtrain/train.h"
+
+void jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out) {
+    size_t nh = m->n_heads;
+    double *acc = jt_xcalloc(3 * nh + 1, sizeof(double));
+    const void *ptr[JT_MODEL_MAX_ARRAYS];
+    jt_xent_stats st[JT_MODEL_MAX_ARRAYS];
+    size_t rows = split->end - split->begin;
+    for (size_t off = 0; off < rows; off += m->max_n) {
+        size_t n = rows - off < m->max_n ? rows - off : m->max_n;
+        for (size_t a = 0; a < split->n_arrays; a++) {
+            size_t bytes = split->arrays[a].row_elems * 4;
+            ptr[a] = (const unsigned char *)split->arrays[a].data + off * bytes;
+        }
+        jt_model_forward(m, ptr, NULL, n, 0, 0);
+        jt_model_loss(m, ptr, n, NULL, 0, st);
+        for (size_t h = 0; h < nh; h++) {
+            acc[3 * h] += st[h].loss_sum;
+            acc[3 * h + 1] += (double)st[h].labelled;
+            acc[3 * h + 2] += (double)st[h].correct;
+        }
+    }
+    jt_comm_sum_f64(acc, 3 * nh);
+    for (size_t h = 0; h < nh; h++) {
+        out[h].loss_sum = acc[3 * h];
+        out[h].labelled = acc[3 * h + 1];
+        out[h].correct = acc[3 * h + 2];
+    }
+    free(acc);
+}
+
+/* Rank 0 prints err if this rank is the first that failed; all ranks return the agreed status. */
+static jt_status agree(jt_status st, const char *err) {
+    int first = -1;
+    jt_status all = jt_comm_agree(st, &first);
+    if (st != JT_OK && first == jt_comm_rank()) jt_errorf("%s", err);
+    return all;
+}
+
+jt_status jt_eval_run(const char *ckpt, const char *data, const char *split_name, int json) {
+    char err[2048] = "";
+    jt_ckpt_state cs;
+    memset(&cs, 0, sizeof cs);
+    jt_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    jt_split split;
+    memset(&split, 0, sizeof split);
+    jt_model m;
+    memset(&m, 0, sizeof m);
+    jt_head_eval *ev = NULL;
+    int rank = jt_comm_rank(), world = jt_comm_size();
+
+    jt_status st = agree(jt_ckpt_read_state(ckpt, &cs, err, sizeof err), err);
+    if (st != JT_OK) goto cleanup;
+    st = jt_config_parse(&cfg, cs.config_text, ckpt, NULL, 0, err, sizeof err);
+    if ((st = agree(st == JT_OK ? JT_OK : JT_ECKPT, err)) != JT_OK) goto cleanup;
+    const char *path = data ? data : cfg.data.file;
+    const char *sname = split_name ? split_name : cfg.data.eval;
+    const char *inputs[JT_MODEL_MAX_ARRAYS], *labels[JT_MODEL_MAX_ARRAYS];
+    size_t ni, nl;
+    jt_model_arrays(&cfg, inputs, &ni, labels, &nl);
+    st = agree(jt_data_open(&split, path, sname, inputs, ni, labels, nl, rank, world, err,
+                            sizeof err), err);
+    if (st != JT_OK) goto cleanup;
+    st = agree(jt_model_build(&m, &cfg, &split, 256, err, sizeof err), err);
+    if (st != JT_OK) goto cleanup;
+    st = agree(jt_ckpt_load(ckpt, &m.params, &cs, err, sizeof err), err);
+    if (st != JT_OK) goto cleanup;
+    ev = jt_xcalloc(m.n_heads, sizeof *ev);
+    jt_evaluate(&m, &split, ev);
+    if (rank == 0) {
+        if (json) printf("{\"checkpoint\": \"%s\", \"data\": \"%s\", \"split\": \"%s\", "
+                         "\"step\": %llu, \"heads\": {", ckpt, path, sname,
+                         (unsigned long long)cs.step);
+        for (size_t h = 0; h < m.n_heads; h++) {
+            const jt_head_eval *e = &ev[h];
+            double loss = e->labelled > 0 ? e->loss_sum / e->labelled : 0.0;
+            double accu = e->labelled > 0 ? e->correct / e->labelled : 0.0;
+            const char *name = m.chains[m.n_blocks + h].name;
+            if (json)
+                printf("%s\"%s\": {\"loss\": %.6f, \"accuracy\": %.6f, \"n\": %.0f, "
+                       "\"correct\": %.0f}", h ? ", " : "", name, loss, accu, e->labelled,
+                       e->correct);
+            else
+                printf("%-12s loss %.4f  accuracy %.4f  (%.0f/%.0f)\n", name, loss, accu,
+                       e->correct, e->labelled);
+        }
+        if (json) printf("}}\n");
+        fflush(stdout);
+    }
+cleanup:
+    free(ev);
+    jt_model_free(&m);
+    jt_data_close(&split);
+    jt_config_free(&cfg);
+    jt_ckpt_state_free(&cs);
+    return st;
+}
+
+jt_status jt_summary_run(const char *path) {
+    char err[2048] = "";
+    jt_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    jt_ckpt_state cs;
+    memset(&cs, 0, sizeof cs);
+    jt_split split;
+    memset(&split, 0, sizeof split);
+    jt_model m;
+    memset(&m, 0, sizeof m);
+    size_t len = strlen(path);
+    int is_ckpt = len > 3 && strcmp(path + len - 3, ".h5") == 0;
+    jt_status st;
+    if (is_ckpt) {
+        st = jt_ckpt_read_state(path, &cs, err, sizeof err);
+        if (st == JT_OK && jt_config_parse(&cfg, cs.config_text, path, NULL, 0, err,
+                                           sizeof err) != JT_OK)
+            st = JT_ECKPT;
+    } else {
+        st = jt_config_load(&cfg, path, NULL, 0, err, sizeof err);
+    }
+    if (st != JT_OK) goto cleanup;
+    const char *inputs[JT_MODEL_MAX_ARRAYS], *labels[JT_MODEL_MAX_ARRAYS];
+    size_t ni, nl;
+    jt_model_arrays(&cfg, inputs, &ni, labels, &nl);
+    st = jt_data_open(&split, cfg.data.file, cfg.data.train, inputs, ni, labels, nl, 0, 0, err,
+                      sizeof err);
+    if (st != JT_OK) goto cleanup;
+    st = jt_model_build(&m, &cfg, &split, 1, err, sizeof err);
+    if (st != JT_OK) goto cleanup;
+    printf("model of %s (data %s)\n", path, cfg.data.file);
+    jt_model_print_summary(&m, stdout);
+cleanup:
+    if (st != JT_OK) jt_errorf("%s", err);
+    jt_model_free(&m);
+    jt_data_close(&split);
+    jt_config_free(&cfg);
+    jt_ckpt_state_free(&cs);
+    return st;
+}

@@ -1,0 +1,460 @@
+/* layer_attention.c - attention kinds: attention_pool, self_attention, cross_attention.
+ *
+ * Each kind reads its input (and cross_attention its context) as a set of vectors: a sequence
+ * (T, F) is T vectors of F; a feature map (C, H, W) is H*W vectors of C (transposed internally
+ * into the workspace, and the gradient transposed back). Every matrix product is a cblas call.
+ *
+ * attention_pool {units A = F}: additive (Bahdanau et al. 2015) attention pooling with a learned
+ *   query v, as the word/sentence attention of Yang et al. 2016 (Hierarchical Attention Networks):
+ *     p_t = tanh(W x_t + b),  e_t = v . p_t,  a = softmax_t(e),  y = sum_t a_t x_t
+ *   (T, F) or (C, H, W) -> (F). Parameters "<name>.W" (A, F), "<name>.b" (A), "<name>.v" (A).
+ *   Each task owning one attention_pool looks at the same shared vectors its own way.
+ *
+ * self_attention {heads h = 1, units D = F} and cross_attention {heads, units, context}:
+ *   multi-head scaled dot-product attention, the semantics of torch.nn.MultiheadAttention
+ *   (separate q/k/v projections, kdim = vdim = context size, no dropout, no mask):
+ *     Q = Xq Wq^T + bq,  K = Xkv Wk^T + bk,  V = Xkv Wv^T + bv          (rows of D = h * dk)
+ *     O_j = softmax(Q_j K_j^T / sqrt(dk)) V_j  for each head j (columns j*dk .. (j+1)*dk)
+ *     Y = O Wo^T + bo
+ *   self_attention: Xq = Xkv = x, (T, F) or (C, H, W) -> (T, D) (T = H*W for a feature map).
+ *   cross_attention: Xq = x, (T, F) or (C, H, W) -> (T, D), or a vector (F) -> (D) (T = 1);
+ *   Xkv = ctx->aux, per-sample shape l->aux: (S, G) or (C, H, W) as S = H*W vectors of G = C.
+ *   Backward ADDS the context's gradient into ctx->daux (when it is not NULL).
+ *   Parameters "<name>.Wq" (D, F), ".bq" (D), ".Wk" (D, G), ".bk" (D), ".Wv" (D, G), ".bv" (D),
+ *   ".Wo" (D, D), ".bo" (D); G = F for self_attention. Glorot-uniform weights, zero biases.
+ *   Workspace: Q, K, V, O and their gradients, the probabilities (n, h, T, S), one (T, S)
+ *   scratch, and the transposed copies of feature-map inputs; see mha_layout. */
+#include <cblas.h>
+#include <limits.h>
+#include <math.h>
+#include <string.h>
+
+#include "layer_kinds.h"
+
+/* Reads shape s as T vectors of F. chw = 1 for a (C, H, W) feature map (stored channel-major,
+ * so it must be transposed), vec = 1 for a single vector (F) (T = 1). Returns 0 when s is a
+ * shape the kind accepts. */
+static int seq_view(const jt_shape *s, int allow_vec, size_t *T, size_t *F, int *chw) {
+    *chw = 0;
+    if (s->ndim == 1 && allow_vec) *T = 1, *F = s->d[0];
+    else if (s->ndim == 2) *T = s->d[0], *F = s->d[1];
+    else if (s->ndim == 3) *T = s->d[1] * s->d[2], *F = s->d[0], *chw = 1;
+    else return -1;
+    return *T > 0 && *F > 0 && *T <= INT_MAX && *F <= INT_MAX ? 0 : -1;
+}
+
+// src: (n, C, T) -> dst: (n, T, C)
+static void chw_to_rows(const float *src, float *dst, size_t n, size_t C, size_t T) {
+    for (size_t i = 0; i < n; i++)
+        for (size_t c = 0; c < C; c++)
+            for (size_t t = 0; t < T; t++) dst[(i * T + t) * C + c] = src[(i * C + c) * T + t];
+}
+
+// src: (n, T, C) -> dst: (n, C, T), overwritten (add = 0) or added to (add = 1)
+static void rows_to_chw(const float *src, float *dst, size_t n, size_t C, size_t T, int add) {
+    for (size_t i = 0; i < n; i++)
+        for (size_t c = 0; c < C; c++)
+            for (size_t t = 0; t < T; t++) {
+                float v = src[(i * T + t) * C + c];
+                float *d = &dst[(i * C + c) * T + t];
+                *d = add ? *d + v : v;
+            }
+}
+
+// y (rows, cols) = b broadcast over rows (before an sgemm with beta = 1)
+static void fill_bias(float *y, const float *b, size_t rows, size_t cols) {
+    for (size_t r = 0; r < rows; r++) memcpy(y + r * cols, b, cols * sizeof(float));
+}
+
+// db (cols) += column sums of d (rows, cols)
+static void add_colsum(float *db, const float *d, size_t rows, size_t cols) {
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) db[c] += d[r * cols + c];
+}
+
+// In place, each row of p (rows, cols): p = softmax(p), max-subtracted
+static void softmax_rows(float *p, size_t rows, size_t cols) {
+    for (size_t r = 0; r < rows; r++) {
+        float *q = p + r * cols, m = q[0];
+        for (size_t c = 1; c < cols; c++) m = q[c] > m ? q[c] : m;
+        double s = 0;
+        for (size_t c = 0; c < cols; c++) s += (q[c] = expf(q[c] - m));
+        float inv = (float)(1.0 / s);
+        for (size_t c = 0; c < cols; c++) q[c] *= inv;
+    }
+}
+
+// In place, for each row: d = p * (d - sum(d * p)) * scale  (the softmax Jacobian applied to d)
+static void softmax_rows_backward(const float *p, float *d, size_t rows, size_t cols,
+                                  float scale) {
+    for (size_t r = 0; r < rows; r++) {
+        const float *pr = p + r * cols;
+        float *dr = d + r * cols;
+        double s = 0;
+        for (size_t c = 0; c < cols; c++) s += (double)dr[c] * pr[c];
+        for (size_t c = 0; c < cols; c++) dr[c] = pr[c] * (dr[c] - (float)s) * scale;
+    }
+}
+
+// y (rows, out) (+)= x (rows, in) W^T with W (out, in)
+static void gemm_xwt(const float *x, const float *W, float *y, size_t rows, size_t in, size_t out,
+                     float beta) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f, x,
+                (int)in, W, (int)in, beta, y, (int)out);
+}
+
+// dW (out, in) += d (rows, out)^T x (rows, in)
+static void gemm_dw(const float *d, const float *x, float *dW, size_t rows, size_t in, size_t out) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)rows, 1.0f, d,
+                (int)out, x, (int)in, 1.0f, dW, (int)in);
+}
+
+// dx (rows, in) (+)= d (rows, out) W (out, in)
+static void gemm_dx(const float *d, const float *W, float *dx, size_t rows, size_t in, size_t out,
+                    float beta) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)in, (int)out, 1.0f, d,
+                (int)out, W, (int)in, beta, dx, (int)in);
+}
+
+static jt_status bad_input(jt_layer *l, const jt_shape *s, const char *what, char *err,
+                           size_t errlen) {
+    char buf[64];
+    jt_shape_format(s, buf, sizeof buf);
+    return jt_layer_err(l, err, errlen, "%s needs %s, got %s", l->ops->kind, what, buf);
+}
+
+/* Workspace layout helper: the next `count` floats from base (NULL when only sizing). */
+#define JT_TAKE(ptr, count) (ptr = base ? base + off : NULL, off += (count))
+
+/* ---- attention_pool ---- */
+
+typedef struct {
+    size_t T, F, A;
+    int chw;
+    float *X, *P, *a, *dP, *dX; /* X, dX: transposed input and its gradient (feature maps only) */
+} apool_ws;
+
+/* Lays out the workspace from base (NULL: only sizes); returns its size in floats. */
+static size_t apool_layout(const jt_layer *l, float *base, apool_ws *w) {
+    size_t n = l->max_n, off = 0;
+    seq_view(&l->in, 0, &w->T, &w->F, &w->chw);
+    w->A = l->opt.units > 0 ? (size_t)l->opt.units : w->F;
+    size_t nt = n * w->T;
+    JT_TAKE(w->X, w->chw ? nt * w->F : 0);
+    JT_TAKE(w->dX, w->chw ? nt * w->F : 0);
+    JT_TAKE(w->P, nt * w->A);
+    JT_TAKE(w->dP, nt * w->A);
+    JT_TAKE(w->a, 2 * nt); /* a, then da */
+    return off;
+}
+
+static jt_status apool_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) {
+    size_t T, F;
+    int chw;
+    if (seq_view(&l->in, 0, &T, &F, &chw) != 0)
+        return bad_input(l, &l->in, "a sequence (T, F) or a feature map (C, H, W)", err, errlen);
+    apool_ws w;
+    size_t A = l->opt.units > 0 ? (size_t)l->opt.units : F;
+    if (T > INT_MAX / l->max_n || A > INT_MAX)
+        return jt_layer_err(l, err, errlen, "input too large for one sgemm");
+    l->out.ndim = 1;
+    l->out.d[0] = F;
+    size_t wshape[2] = {A, F};
+    jt_layer_add_param(l, p, "W", 2, wshape);
+    jt_layer_add_param(l, p, "b", 1, &A);
+    jt_layer_add_param(l, p, "v", 1, &A);
+    l->ws_floats = apool_layout(l, NULL, &w);
+    return JT_OK;
+}
+
+static void apool_init(jt_layer *l, jt_rng *rng) {
+    apool_ws w;
+    apool_layout(l, NULL, &w);
+    jt_init_glorot_uniform(l->W[0], w.A * w.F, w.F, w.A, rng);
+    memset(l->W[1], 0, w.A * sizeof(float));
+    jt_init_glorot_uniform(l->W[2], w.A, w.A, 1, rng);
+}
+
+// x: (n, T, F) (or (n, F, T) for a feature map) -> y: (n, F)
+static void apool_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
+    (void)ctx;
+    apool_ws w;
+    apool_layout(l, l->ws, &w);
+    size_t T = w.T, F = w.F, A = w.A, nt = n * T;
+    const float *X = x;
+    if (w.chw) {
+        chw_to_rows(x, w.X, n, F, T);
+        X = w.X;
+    }
+    /* P (n*T, A) = tanh(X W^T + b); e (n*T) = P v; a = softmax over each sample's T */
+    fill_bias(w.P, l->W[1], nt, A);
+    gemm_xwt(X, l->W[0], w.P, nt, F, A, 1.0f);
+    for (size_t k = 0; k < nt * A; k++) w.P[k] = tanhf(w.P[k]);
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nt, (int)A, 1.0f, w.P, (int)A, l->W[2], 1, 0.0f,
+                w.a, 1);
+    softmax_rows(w.a, n, T);
+    /* y_i (F) = X_i^T a_i */
+    for (size_t i = 0; i < n; i++)
+        cblas_sgemv(CblasRowMajor, CblasTrans, (int)T, (int)F, 1.0f, X + i * T * F, (int)F,
+                    w.a + i * T, 1, 0.0f, y + i * F, 1);
+}
+
+static void apool_backward(jt_layer *l, const float *x, const float *y, const float *dy, float *dx,
+                           size_t n, const jt_ctx *ctx) {
+    (void)y, (void)ctx;
+    apool_ws w;
+    apool_layout(l, l->ws, &w);
+    size_t T = w.T, F = w.F, A = w.A, nt = n * T;
+    const float *X = w.chw ? w.X : x, *Wm = l->W[0], *v = l->W[2];
+    float *da = w.a + l->max_n * T;
+    /* da_i (T) = X_i dy_i; de = softmax Jacobian applied to da (in place) */
+    for (size_t i = 0; i < n; i++)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)T, (int)F, 1.0f, X + i * T * F, (int)F,
+                    dy + i * F, 1, 0.0f, da + i * T, 1);
+    softmax_rows_backward(w.a, da, n, T, 1.0f);
+    /* dv += P^T de; dP = de v^T * (1 - P^2); dW += dP^T X; db += sum dP */
+    cblas_sgemv(CblasRowMajor, CblasTrans, (int)nt, (int)A, 1.0f, w.P, (int)A, da, 1, 1.0f,
+                l->dW[2], 1);
+    for (size_t r = 0; r < nt; r++)
+        for (size_t k = 0; k < A; k++) {
+            float pk = w.P[r * A + k];
+            w.dP[r * A + k] = da[r] * v[k] * (1.0f - pk * pk);
+        }
+    gemm_dw(w.dP, X, l->dW[0], nt, F, A);
+    add_colsum(l->dW[1], w.dP, nt, A);
+    if (!dx) return;
+    /* dX (n*T, F) = a_t dy_i + dP W */
+    float *dX = w.chw ? w.dX : dx;
+    for (size_t i = 0; i < n; i++)
+        for (size_t t = 0; t < T; t++)
+            for (size_t f = 0; f < F; f++) dX[(i * T + t) * F + f] = w.a[i * T + t] * dy[i * F + f];
+    gemm_dx(w.dP, Wm, dX, nt, F, A, 1.0f);
+    if (w.chw) rows_to_chw(dX, dx, n, F, T, 0);
+}
+
+const jt_layer_ops jt_layer_attention_pool = {
+    .kind = "attention_pool",
+    .keys = {"units", NULL},
+    .setup = apool_setup,
+    .init = apool_init,
+    .forward = apool_forward,
+    .backward = apool_backward,
+};
+
+/* ---- multi-head attention: self_attention and cross_attention ---- */
+
+enum { P_WQ, P_BQ, P_WK, P_BK, P_WV, P_BV, P_WO, P_BO };
+
+typedef struct {
+    int cross;       /* 1: keys/values from ctx->aux */
+    size_t T, F;     /* queries: T vectors of F */
+    size_t S, G;     /* keys/values: S vectors of G (self: S = T, G = F) */
+    size_t D, H, dk; /* model dim, heads, dim per head */
+    int q_chw, kv_chw;
+    float *Xq, *Xkv, *dXq, *dXkv; /* transposed inputs and their gradients (feature maps) */
+    float *Q, *K, *V, *O, *dQ, *dK, *dV, *dO, *P, *dA;
+} mha_ws;
+
+/* Reads the geometry of l; returns 0 if the input (and context) shapes are accepted. */
+static int mha_geometry(const jt_layer *l, mha_ws *w) {
+    memset(w, 0, sizeof *w);
+    w->cross = strcmp(l->ops->kind, "cross_attention") == 0;
+    if (seq_view(&l->in, w->cross, &w->T, &w->F, &w->q_chw) != 0) return -1;
+    if (w->cross) {
+        if (seq_view(&l->aux, 0, &w->S, &w->G, &w->kv_chw) != 0) return -2;
+    } else {
+        w->S = w->T, w->G = w->F, w->kv_chw = w->q_chw;
+    }
+    w->D = l->opt.units > 0 ? (size_t)l->opt.units : w->F;
+    w->H = l->opt.heads > 0 ? (size_t)l->opt.heads : 1;
+    w->dk = w->D / w->H;
+    return 0;
+}
+
+/* Lays out the workspace from base (NULL: only sizes); returns its size in floats. */
+static size_t mha_layout(const jt_layer *l, float *base, mha_ws *w) {
+    mha_geometry(l, w);
+    size_t n = l->max_n, off = 0, nq = n * w->T, nkv = n * w->S;
+    JT_TAKE(w->Xq, w->q_chw ? nq * w->F : 0);
+    JT_TAKE(w->dXq, w->q_chw ? nq * w->F : 0);
+    JT_TAKE(w->Xkv, w->cross && w->kv_chw ? nkv * w->G : 0);
+    JT_TAKE(w->dXkv, w->cross && w->kv_chw ? nkv * w->G : 0);
+    if (!w->cross) w->Xkv = w->Xq;
+    JT_TAKE(w->Q, nq * w->D);
+    JT_TAKE(w->dQ, nq * w->D);
+    JT_TAKE(w->O, nq * w->D);
+    JT_TAKE(w->dO, nq * w->D);
+    JT_TAKE(w->K, nkv * w->D);
+    JT_TAKE(w->dK, nkv * w->D);
+    JT_TAKE(w->V, nkv * w->D);
+    JT_TAKE(w->dV, nkv * w->D);
+    JT_TAKE(w->P, n * w->H * w->T * w->S);
+    JT_TAKE(w->dA, w->T * w->S);
+    return off;
+}
+#undef JT_TAKE
+
+static jt_status mha_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) {
+    mha_ws w;
+    int cross = strcmp(l->ops->kind, "cross_attention") == 0;
+    if (cross && (l->opt.context[0] == '\0' || l->aux.ndim == 0))
+        return jt_layer_err(l, err, errlen,
+                            "setting 'context' (the block attended over) is required");
+    int g = mha_geometry(l, &w);
+    if (g == -1)
+        return bad_input(l, &l->in,
+                         cross ? "a vector (F), a sequence (T, F) or a feature map (C, H, W)"
+                               : "a sequence (T, F) or a feature map (C, H, W)",
+                         err, errlen);
+    if (g == -2)
+        return bad_input(l, &l->aux, "a context (S, G) or a feature map (C, H, W)", err, errlen);
+    if (w.D % w.H != 0)
+        return jt_layer_err(l, err, errlen, "units %zu is not divisible by heads %zu", w.D, w.H);
+    size_t n = l->max_n, TS = w.T * w.S;
+    if (w.T > INT_MAX / n || w.S > INT_MAX / n || w.D > INT_MAX / (n * (w.T > w.S ? w.T : w.S)) ||
+        TS > INT_MAX)
+        return jt_layer_err(l, err, errlen, "input too large for one sgemm");
+    if (l->in.ndim == 1) {
+        l->out.ndim = 1;
+        l->out.d[0] = w.D;
+    } else {
+        l->out.ndim = 2;
+        l->out.d[0] = w.T;
+        l->out.d[1] = w.D;
+    }
+    size_t sq[2] = {w.D, w.F}, skv[2] = {w.D, w.G}, so[2] = {w.D, w.D};
+    jt_layer_add_param(l, p, "Wq", 2, sq);
+    jt_layer_add_param(l, p, "bq", 1, &w.D);
+    jt_layer_add_param(l, p, "Wk", 2, skv);
+    jt_layer_add_param(l, p, "bk", 1, &w.D);
+    jt_layer_add_param(l, p, "Wv", 2, skv);
+    jt_layer_add_param(l, p, "bv", 1, &w.D);
+    jt_layer_add_param(l, p, "Wo", 2, so);
+    jt_layer_add_param(l, p, "bo", 1, &w.D);
+    l->ws_floats = mha_layout(l, NULL, &w);
+    return JT_OK;
+}
+
+static void mha_init(jt_layer *l, jt_rng *rng) {
+    mha_ws w;
+    mha_geometry(l, &w);
+    jt_init_glorot_uniform(l->W[P_WQ], w.D * w.F, w.F, w.D, rng);
+    jt_init_glorot_uniform(l->W[P_WK], w.D * w.G, w.G, w.D, rng);
+    jt_init_glorot_uniform(l->W[P_WV], w.D * w.G, w.G, w.D, rng);
+    jt_init_glorot_uniform(l->W[P_WO], w.D * w.D, w.D, w.D, rng);
+    memset(l->W[P_BQ], 0, w.D * sizeof(float));
+    memset(l->W[P_BK], 0, w.D * sizeof(float));
+    memset(l->W[P_BV], 0, w.D * sizeof(float));
+    memset(l->W[P_BO], 0, w.D * sizeof(float));
+}
+
+// x: (n, T, F) queries, ctx->aux: (n, S, G) keys/values (self: x) -> y: (n, T, D)
+static void mha_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
+    mha_ws w;
+    mha_layout(l, l->ws, &w);
+    size_t T = w.T, S = w.S, D = w.D, dk = w.dk;
+    const float *Xq = x, *Xkv = x;
+    if (w.q_chw) chw_to_rows(x, w.Xq, n, w.F, T), Xq = w.Xq;
+    if (w.cross) {
+        JT_CHECK(ctx && ctx->aux, "layer %s: cross_attention run without its context", l->name);
+        Xkv = ctx->aux;
+        if (w.kv_chw) chw_to_rows(ctx->aux, w.Xkv, n, w.G, S), Xkv = w.Xkv;
+    } else {
+        Xkv = Xq;
+    }
+    fill_bias(w.Q, l->W[P_BQ], n * T, D);
+    gemm_xwt(Xq, l->W[P_WQ], w.Q, n * T, w.F, D, 1.0f);
+    fill_bias(w.K, l->W[P_BK], n * S, D);
+    gemm_xwt(Xkv, l->W[P_WK], w.K, n * S, w.G, D, 1.0f);
+    fill_bias(w.V, l->W[P_BV], n * S, D);
+    gemm_xwt(Xkv, l->W[P_WV], w.V, n * S, w.G, D, 1.0f);
+    float scale = (float)(1.0 / sqrt((double)dk));
+    for (size_t i = 0; i < n; i++)
+        for (size_t h = 0; h < w.H; h++) {
+            /* head h of sample i: columns h*dk.. of rows i*T.. (Q, O) and i*S.. (K, V) */
+            const float *Qh = w.Q + i * T * D + h * dk, *Kh = w.K + i * S * D + h * dk;
+            const float *Vh = w.V + i * S * D + h * dk;
+            float *Ph = w.P + (i * w.H + h) * T * S, *Oh = w.O + i * T * D + h * dk;
+            // Ph (T, S) = softmax(Qh Kh^T * scale); Oh (T, dk) = Ph Vh
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)dk, scale,
+                        Qh, (int)D, Kh, (int)D, 0.0f, Ph, (int)S);
+            softmax_rows(Ph, T, S);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)dk, (int)S, 1.0f,
+                        Ph, (int)S, Vh, (int)D, 0.0f, Oh, (int)D);
+        }
+    fill_bias(y, l->W[P_BO], n * T, D);
+    gemm_xwt(w.O, l->W[P_WO], y, n * T, D, D, 1.0f);
+}
+
+static void mha_backward(jt_layer *l, const float *x, const float *y, const float *dy, float *dx,
+                         size_t n, const jt_ctx *ctx) {
+    (void)y;
+    mha_ws w;
+    mha_layout(l, l->ws, &w);
+    size_t T = w.T, S = w.S, D = w.D, dk = w.dk, F = w.F, G = w.G;
+    const float *Xq = w.q_chw ? w.Xq : x;
+    const float *Xkv = w.cross ? (w.kv_chw ? w.Xkv : ctx->aux) : Xq;
+    /* dWo += dY^T O; dbo += sum dY; dO = dY Wo */
+    gemm_dw(dy, w.O, l->dW[P_WO], n * T, D, D);
+    add_colsum(l->dW[P_BO], dy, n * T, D);
+    gemm_dx(dy, l->W[P_WO], w.dO, n * T, D, D, 0.0f);
+    float scale = (float)(1.0 / sqrt((double)dk));
+    for (size_t i = 0; i < n; i++)
+        for (size_t h = 0; h < w.H; h++) {
+            size_t q0 = i * T * D + h * dk, k0 = i * S * D + h * dk;
+            const float *Ph = w.P + (i * w.H + h) * T * S;
+            // dA (T, S) = dOh Vh^T; dVh (S, dk) = Ph^T dOh
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)dk, 1.0f,
+                        w.dO + q0, (int)D, w.V + k0, (int)D, 0.0f, w.dA, (int)S);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)S, (int)dk, (int)T, 1.0f, Ph,
+                        (int)S, w.dO + q0, (int)D, 0.0f, w.dV + k0, (int)D);
+            // dS = scale * softmax'(dA); dQh (T, dk) = dS Kh; dKh (S, dk) = dS^T Qh
+            softmax_rows_backward(Ph, w.dA, T, S, scale);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)dk, (int)S, 1.0f,
+                        w.dA, (int)S, w.K + k0, (int)D, 0.0f, w.dQ + q0, (int)D);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)S, (int)dk, (int)T, 1.0f,
+                        w.dA, (int)S, w.Q + q0, (int)D, 0.0f, w.dK + k0, (int)D);
+        }
+    gemm_dw(w.dQ, Xq, l->dW[P_WQ], n * T, F, D);
+    add_colsum(l->dW[P_BQ], w.dQ, n * T, D);
+    gemm_dw(w.dK, Xkv, l->dW[P_WK], n * S, G, D);
+    add_colsum(l->dW[P_BK], w.dK, n * S, D);
+    gemm_dw(w.dV, Xkv, l->dW[P_WV], n * S, G, D);
+    add_colsum(l->dW[P_BV], w.dV, n * S, D);
+    /* dXq = dQ Wq (+ dK Wk + dV Wv for self-attention) */
+    if (dx) {
+        float *dXq = w.q_chw ? w.dXq : dx;
+        gemm_dx(w.dQ, l->W[P_WQ], dXq, n * T, F, D, 0.0f);
+        if (!w.cross) {
+            gemm_dx(w.dK, l->W[P_WK], dXq, n * S, G, D, 1.0f);
+            gemm_dx(w.dV, l->W[P_WV], dXq, n * S, G, D, 1.0f);
+        }
+        if (w.q_chw) rows_to_chw(dXq, dx, n, F, T, 0);
+    }
+    /* cross: daux += dK Wk + dV Wv */
+    if (w.cross && ctx->daux) {
+        float *dXkv = w.kv_chw ? w.dXkv : ctx->daux;
+        float beta = w.kv_chw ? 0.0f : 1.0f;
+        gemm_dx(w.dK, l->W[P_WK], dXkv, n * S, G, D, beta);
+        gemm_dx(w.dV, l->W[P_WV], dXkv, n * S, G, D, 1.0f);
+        if (w.kv_chw) rows_to_chw(dXkv, ctx->daux, n, G, S, 1);
+    }
+}
+
+const jt_layer_ops jt_layer_self_attention = {
+    .kind = "self_attention",
+    .keys = {"heads", "units", NULL},
+    .setup = mha_setup,
+    .init = mha_init,
+    .forward = mha_forward,
+    .backward = mha_backward,
+};
+
+const jt_layer_ops jt_layer_cross_attention = {
+    .kind = "cross_attention",
+    .keys = {"heads", "units", "context", NULL},
+    .setup = mha_setup,
+    .init = mha_init,
+    .forward = mha_forward,
+    .backward = mha_backward,
+};

@@ -1,0 +1,403 @@
+/* model.c - builds the graph of blocks and heads from the config and runs forward, loss and
+ * backward over it (see model.h for the invariants). */
+#include "jtrain/model.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "jtrain/rng.h"
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static int add_unique(const char **list, size_t *n, const char *name) {
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(list[i], name) == 0) return 0;
+    JT_CHECK(*n < JT_MODEL_MAX_ARRAYS, "more than %d data arrays", JT_MODEL_MAX_ARRAYS);
+    list[(*n)++] = name;
+    return 1;
+}
+
+static long find_block_cfg(const jt_config *cfg, const char *name) {
+    for (size_t i = 0; i < cfg->n_blocks; i++)
+        if (strcmp(cfg->blocks[i].name, name) == 0) return (long)i;
+    return -1;
+}
+
+void jt_model_arrays(const jt_config *cfg, const char **inputs, size_t *n_inputs,
+                     const char **labels, size_t *n_labels) {
+    *n_inputs = *n_labels = 0;
+    for (size_t b = 0; b < cfg->n_blocks; b++)
+        if (find_block_cfg(cfg, cfg->blocks[b].input) < 0)
+            add_unique(inputs, n_inputs, cfg->blocks[b].input);
+    for (size_t h = 0; h < cfg->n_heads; h++) add_unique(labels, n_labels, cfg->heads[h].target);
+}
+
+static long find_array(const jt_split *s, const char *name) {
+    for (size_t a = 0; a < s->n_arrays; a++)
+        if (strcmp(s->arrays[a].name, name) == 0) return (long)a;
+    return -1;
+}
+
+/* Orders blocks so that each comes after its input block and its layers' context blocks.
+ * order[k] = config index of the k-th chain. Returns 0, or -1 with err on a cycle. */
+static int order_blocks(const jt_config *cfg, size_t *order, char *err, size_t errlen) {
+    size_t nb = cfg->n_blocks, done = 0;
+    int *placed = jt_xcalloc(nb ? nb : 1, sizeof(int));
+    int rc = 0;
+    while (done < nb) {
+        int progress = 0;
+        for (size_t b = 0; b < nb; b++) {
+            if (placed[b]) continue;
+            const jt_block_cfg *bc = &cfg->blocks[b];
+            long dep = find_block_cfg(cfg, bc->input);
+            int ready = dep < 0 || placed[dep];
+            for (size_t l = 0; ready && l < bc->n_layers; l++) {
+                const char *ctx = bc->layers[l].opts.context;
+                if (!ctx[0]) continue;
+                long c = find_block_cfg(cfg, ctx);
+                ready = c >= 0 && placed[c];
+            }
+            if (!ready) continue;
+            placed[b] = 1;
+            order[done++] = b;
+            progress = 1;
+        }
+        if (!progress) {
+            for (size_t b = 0; b < nb; b++)
+                if (!placed[b]) {
+                    set_err(err, errlen,
+                            "%s:%d: model.blocks.%s: its input or a context block is part of a "
+                            "cycle or is not a block",
+                            cfg->source, cfg->blocks[b].line, cfg->blocks[b].name);
+                    break;
+                }
+            rc = -1;
+            break;
+        }
+    }
+    free(placed);
+    return rc;
+}
+
+/* Index of the chain called name among the first n chains, or -1. */
+static int chain_index(const jt_model *m, size_t n, const char *name) {
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(m->chains[i].name, name) == 0) return (int)i;
+    return -1;
+}
+
+/* Sets up the layers of chain c (from n_cfg layer configs plus, for heads, the projection). */
+static jt_status setup_chain(jt_model *m, jt_chain *c, const jt_config *cfg,
+                             const jt_layer_cfg *lc, size_t n_cfg, int line, char *err,
+                             size_t errlen) {
+    size_t n = n_cfg + (c->is_head ? 1 : 0);
+    c->n_layers = n;
+    c->layers = jt_xcalloc(n, sizeof(jt_layer));
+    c->ctx_block = jt_xcalloc(n, sizeof(int));
+    jt_shape shape = c->in;
+    for (size_t i = 0; i < n; i++) {
+        const char *kind;
+        jt_layer_opts opts;
+        int lline = line;
+        char name[JT_VIEW_NAME_MAX];
+        if (i < n_cfg) {
+            kind = lc[i].kind;
+            opts = lc[i].opts;
+            lline = lc[i].line;
+            snprintf(name, sizeof name, "%s.%zu.%s", c->name, i, kind);
+        } else { /* the projection jtrain adds to every head */
+            kind = "dense";
+            memset(&opts, 0, sizeof opts);
+            opts.units = (long)c->n_classes;
+            snprintf(name, sizeof name, "%s.out", c->name);
+            if (shape.ndim != 1) {
+                char sh[64];
+                jt_shape_format(&shape, sh, sizeof sh);
+                set_err(err, errlen,
+                        "%s:%d: model.heads.%s: the head's input has shape %s; its last layer "
+                        "must give a vector (add flatten, pooling or attention_pool)",
+                        cfg->source, line, c->name, sh);
+                return JT_EUSAGE;
+            }
+        }
+        c->ctx_block[i] = -1;
+        jt_shape aux = {0, {0}};
+        if (opts.context[0]) {
+            int cb = chain_index(m, m->n_blocks, opts.context);
+            if (cb < 0) {
+                set_err(err, errlen, "%s:%d: %s: context '%s' is not a block", cfg->source,
+                        lline, name, opts.context);
+                return JT_EUSAGE;
+            }
+            c->ctx_block[i] = cb;
+            aux = m->chains[cb].out;
+        }
+        char lerr[512];
+        jt_status st = jt_layer_setup(&c->layers[i], kind, name, &opts, &shape,
+                                      opts.context[0] ? &aux : NULL, m->max_n, &m->params, lerr,
+                                      sizeof lerr);
+        if (st != JT_OK) {
+            set_err(err, errlen, "%s:%d: %s: %s", cfg->source, lline, name, lerr);
+            return st;
+        }
+        shape = c->layers[i].out;
+    }
+    c->out = shape;
+    return JT_OK;
+}
+
+static void alloc_chain(jt_chain *c, size_t max_n) {
+    c->act = jt_xcalloc(c->n_layers, sizeof(float *));
+    c->dact = jt_xcalloc(c->n_layers, sizeof(float *));
+    for (size_t i = 0; i < c->n_layers; i++) {
+        size_t sz = max_n * jt_shape_size(&c->layers[i].out);
+        c->act[i] = jt_alloc_floats(sz);
+        c->dact[i] = jt_alloc_floats(sz);
+        c->layers[i].ws = c->layers[i].ws_floats ? jt_alloc_floats(c->layers[i].ws_floats) : NULL;
+    }
+    if (c->src_block >= 0) c->dsrc = jt_alloc_floats(max_n * jt_shape_size(&c->in));
+}
+
+jt_status jt_model_build(jt_model *m, const jt_config *cfg, const jt_split *split, size_t max_n,
+                         char *err, size_t errlen) {
+    memset(m, 0, sizeof *m);
+    jt_params_init(&m->params);
+    m->max_n = max_n;
+    m->seed = cfg->train.seed;
+    m->n_blocks = cfg->n_blocks;
+    m->n_heads = cfg->n_heads;
+    m->n_chains = cfg->n_blocks + cfg->n_heads;
+    m->chains = jt_xcalloc(m->n_chains, sizeof(jt_chain));
+    size_t *order = jt_xcalloc(cfg->n_blocks + 1, sizeof(size_t));
+    jt_status st = JT_OK;
+    if (order_blocks(cfg, order, err, errlen) != 0) {
+        st = JT_EUSAGE;
+        goto cleanup;
+    }
+    for (size_t k = 0; k < m->n_chains; k++) {
+        jt_chain *c = &m->chains[k];
+        const jt_layer_cfg *lc;
+        size_t n_lc;
+        int line;
+        const char *input;
+        c->src_array = c->src_block = c->target_array = -1;
+        if (k < cfg->n_blocks) {
+            const jt_block_cfg *bc = &cfg->blocks[order[k]];
+            snprintf(c->name, sizeof c->name, "%s", bc->name);
+            lc = bc->layers;
+            n_lc = bc->n_layers;
+            line = bc->line;
+            input = bc->input;
+            if (n_lc == 0) {
+                set_err(err, errlen, "%s:%d: model.blocks.%s.layers: a block needs at least one "
+                        "layer", cfg->source, line, bc->name);
+                st = JT_EUSAGE;
+                goto cleanup;
+            }
+        } else {
+            const jt_head_cfg *hc = &cfg->heads[k - cfg->n_blocks];
+            snprintf(c->name, sizeof c->name, "%s", hc->name);
+            c->is_head = 1;
+            lc = hc->layers;
+            n_lc = hc->n_layers;
+            line = hc->line;
+            input = hc->input;
+            c->weight = hc->weight;
+            long t = find_array(split, hc->target);
+            if (t < 0 || split->arrays[t].role != JT_ARRAY_LABEL) {
+                set_err(err, errlen, "%s:%d: model.heads.%s.target: '%s' is not a label array "
+                        "of %s", cfg->source, line, hc->name, hc->target, split->path);
+                st = JT_EUSAGE;
+                goto cleanup;
+            }
+            if (split->arrays[t].shape.ndim != 0) {
+                set_err(err, errlen, "%s:%d: model.heads.%s.target: '%s' is a sequence label; "
+                        "a classification head needs a class label [N]", cfg->source, line,
+                        hc->name, hc->target);
+                st = JT_EUSAGE;
+                goto cleanup;
+            }
+            c->target_array = (int)t;
+            c->n_classes = split->arrays[t].n_classes;
+        }
+        c->src_block = chain_index(m, m->n_blocks < k ? m->n_blocks : k, input);
+        if (c->src_block < 0) {
+            long a = find_array(split, input);
+            if (c->is_head || a < 0 || split->arrays[a].role != JT_ARRAY_INPUT) {
+                set_err(err, errlen, "%s:%d: model.%s.%s.input: '%s' is neither a block nor an "
+                        "input array of %s", cfg->source, line, c->is_head ? "heads" : "blocks",
+                        c->name, input, split->path);
+                st = JT_EUSAGE;
+                goto cleanup;
+            }
+            c->src_array = (int)a;
+            c->in = split->arrays[a].shape;
+        } else {
+            c->in = m->chains[c->src_block].out;
+        }
+        st = setup_chain(m, c, cfg, lc, n_lc, line, err, errlen);
+        if (st != JT_OK) goto cleanup;
+        m->n_layers_total += c->n_layers;
+    }
+    jt_params_alloc(&m->params);
+    size_t li = 0;
+    for (size_t k = 0; k < m->n_chains; k++) {
+        jt_chain *c = &m->chains[k];
+        alloc_chain(c, max_n);
+        for (size_t i = 0; i < c->n_layers; i++, li++) {
+            jt_layer_bind(&c->layers[i], &m->params);
+            if (c->layers[i].ops->init) {
+                jt_rng r;
+                jt_rng_seed(&r, m->seed, JT_RNG_INIT, li, 0, 0);
+                c->layers[i].ops->init(&c->layers[i], &r);
+            }
+        }
+    }
+cleanup:
+    free(order);
+    if (st != JT_OK) jt_model_free(m);
+    return st;
+}
+
+static const float *chain_src(const jt_model *m, const jt_chain *c, const void *const *arrays) {
+    if (c->src_block >= 0) {
+        const jt_chain *s = &m->chains[c->src_block];
+        return s->act[s->n_layers - 1];
+    }
+    return arrays[c->src_array];
+}
+
+static void make_ctx(const jt_model *m, const jt_chain *c, size_t i, size_t layer_index,
+                     int train, uint64_t step, const uint64_t *rows, jt_ctx *ctx) {
+    memset(ctx, 0, sizeof *ctx);
+    ctx->train = train;
+    ctx->seed = m->seed;
+    ctx->step = step;
+    ctx->rows = rows;
+    ctx->layer_index = layer_index;
+    if (c->ctx_block[i] >= 0) {
+        const jt_chain *src = &m->chains[c->ctx_block[i]];
+        ctx->aux = src->act[src->n_layers - 1];
+        ctx->daux = src->dact[src->n_layers - 1];
+    }
+}
+
+void jt_model_forward(jt_model *m, const void *const *arrays, const uint64_t *rows, size_t n,
+                      int train, uint64_t step) {
+    JT_CHECK(n <= m->max_n, "batch of %zu rows exceeds max_n %zu", n, m->max_n);
+    size_t li = 0;
+    for (size_t k = 0; k < m->n_chains; k++) {
+        jt_chain *c = &m->chains[k];
+        const float *x = chain_src(m, c, arrays);
+        for (size_t i = 0; i < c->n_layers; i++, li++) {
+            jt_ctx ctx;
+            make_ctx(m, c, i, li, train, step, rows, &ctx);
+            c->layers[i].ops->forward(&c->layers[i], x, c->act[i], n, &ctx);
+            x = c->act[i];
+        }
+    }
+}
+
+void jt_model_loss(jt_model *m, const void *const *arrays, size_t n, const uint64_t *labelled,
+                   int grad, jt_xent_stats *stats) {
+    for (size_t h = 0; h < m->n_heads; h++) {
+        jt_chain *c = &m->chains[m->n_blocks + h];
+        const int32_t *y = arrays[c->target_array];
+        uint64_t cnt = labelled ? labelled[h] : 0;
+        float scale = cnt ? (float)(c->weight / (double)cnt) : 0.0f;
+        float *dlogits = grad ? c->dact[c->n_layers - 1] : NULL;
+        stats[h] = jt_softmax_xent(c->act[c->n_layers - 1], y, n, c->n_classes, scale, dlogits);
+    }
+}
+
+void jt_model_backward(jt_model *m, const void *const *arrays, const uint64_t *rows, size_t n,
+                       uint64_t step) {
+    /* Blocks receive the sum of their consumers' gradients: start from zero. */
+    for (size_t k = 0; k < m->n_blocks; k++) {
+        jt_chain *c = &m->chains[k];
+        memset(c->dact[c->n_layers - 1], 0,
+               n * jt_shape_size(&c->layers[c->n_layers - 1].out) * sizeof(float));
+    }
+    size_t li = m->n_layers_total;
+    for (size_t k = m->n_chains; k-- > 0;) {
+        jt_chain *c = &m->chains[k];
+        const float *src = chain_src(m, c, arrays);
+        for (size_t i = c->n_layers; i-- > 0;) {
+            li--;
+            jt_ctx ctx;
+            make_ctx(m, c, i, li, 1, step, rows, &ctx);
+            const float *x = i ? c->act[i - 1] : src;
+            float *dx = i ? c->dact[i - 1] : c->dsrc; /* dsrc is NULL for data inputs */
+            c->layers[i].ops->backward(&c->layers[i], x, c->act[i], c->dact[i], dx, n, &ctx);
+        }
+        if (c->src_block >= 0) {
+            jt_chain *s = &m->chains[c->src_block];
+            float *d = s->dact[s->n_layers - 1];
+            size_t len = n * jt_shape_size(&c->in);
+            for (size_t j = 0; j < len; j++) d[j] += c->dsrc[j];
+        }
+    }
+}
+
+uint64_t jt_model_checksum(const jt_model *m) {
+    uint64_t h = 0xcbf29ce484222325ULL;
+    const unsigned char *b = (const unsigned char *)m->params.w;
+    size_t len = m->params.total * sizeof(float);
+    for (size_t i = 0; i < len; i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+void jt_model_print_summary(const jt_model *m, FILE *out) {
+    size_t total = 0;
+    for (size_t k = 0; k < m->n_chains; k++) {
+        const jt_chain *c = &m->chains[k];
+        char in[64];
+        jt_shape_format(&c->in, in, sizeof in);
+        const char *src = c->src_block >= 0 ? m->chains[c->src_block].name : "(data)";
+        fprintf(out, "%s %s <- %s %s", c->is_head ? "head " : "block", c->name, src, in);
+        if (c->is_head) fprintf(out, "  weight %g, %zu classes", c->weight, c->n_classes);
+        fprintf(out, "\n");
+        for (size_t i = 0; i < c->n_layers; i++) {
+            const jt_layer *l = &c->layers[i];
+            size_t np = 0;
+            for (int p = 0; p < l->n_params; p++) np += m->params.views[l->view[p]].size;
+            char sh[64];
+            jt_shape_format(&l->out, sh, sizeof sh);
+            fprintf(out, "  %-32s %-20s %10zu params\n", l->name, sh, np);
+            total += np;
+        }
+    }
+    fprintf(out, "total parameters: %zu\n", total);
+}
+
+void jt_model_free(jt_model *m) {
+    if (!m) return;
+    for (size_t k = 0; m->chains && k < m->n_chains; k++) {
+        jt_chain *c = &m->chains[k];
+        for (size_t i = 0; c->layers && i < c->n_layers; i++) {
+            if (c->act) jt_free_aligned(c->act[i]);
+            if (c->dact) jt_free_aligned(c->dact[i]);
+            jt_free_aligned(c->layers[i].ws);
+        }
+        free(c->act);
+        free(c->dact);
+        jt_free_aligned(c->dsrc);
+        free(c->layers);
+        free(c->ctx_block);
+    }
+    free(m->chains);
+    jt_params_free(&m->params);
+    memset(m, 0, sizeof *m);
+}

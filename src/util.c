@@ -1,0 +1,126 @@
+/* util.c - error printing, always-on checks, allocation and strict number parsing.
+ * The only process-wide state is the rank used to label messages and the abort handler. */
+#include "jtrain/common.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static int g_rank = -1;
+static int g_world = 1;
+static void (*g_abort)(int) = NULL;
+
+void jt_log_set_rank(int rank, int world) {
+    g_rank = rank;
+    g_world = world;
+}
+
+static void vprint(const char *prefix, const char *fmt, va_list ap) {
+    char msg[2048];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    if (g_rank >= 0 && g_world > 1)
+        fprintf(stderr, "jtrain: rank %d: %s%s\n", g_rank, prefix, msg);
+    else
+        fprintf(stderr, "jtrain: %s%s\n", prefix, msg);
+    fflush(stderr);
+}
+
+void jt_errorf(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vprint("", fmt, ap);
+    va_end(ap);
+}
+
+void jt_set_abort_handler(void (*handler)(int code)) { g_abort = handler; }
+
+void jt_fatal(const char *file, int line, const char *fmt, ...) {
+    char where[512];
+    snprintf(where, sizeof where, "internal error at %s:%d: ", file, line);
+    va_list ap;
+    va_start(ap, fmt);
+    vprint(where, fmt, ap);
+    va_end(ap);
+    if (g_abort) g_abort(1);
+    abort();
+}
+
+void *jt_xcalloc(size_t n, size_t size) {
+    void *p = calloc(n ? n : 1, size ? size : 1);
+    JT_CHECK(p != NULL, "out of memory allocating %zu x %zu bytes", n, size);
+    return p;
+}
+
+float *jt_alloc_floats(size_t n) {
+    size_t bytes = (n ? n : 1) * sizeof(float);
+    bytes = (bytes + 63) / 64 * 64;
+    float *p = aligned_alloc(64, bytes);
+    JT_CHECK(p != NULL, "out of memory allocating %zu floats", n);
+    memset(p, 0, bytes);
+    return p;
+}
+
+void jt_free_aligned(void *p) { free(p); }
+
+char *jt_xstrdup(const char *s) {
+    if (!s) return NULL;
+    size_t n = strlen(s) + 1;
+    char *d = jt_xcalloc(n, 1);
+    memcpy(d, s, n);
+    return d;
+}
+
+int jt_parse_long(const char *s, long lo, long hi, long *out) {
+    if (!s || !*s) return -1;
+    char *end = NULL;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end != '\0' || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+int jt_parse_double(const char *s, double *out) {
+    if (!s || !*s) return -1;
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || *end != '\0' || !isfinite(v)) return -1;
+    *out = v;
+    return 0;
+}
+
+double jt_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+int jt_mkdir_p(const char *path) {
+    char buf[4096];
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof buf) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memcpy(buf, path, n + 1);
+    for (size_t i = 1; i <= n; i++) {
+        if (buf[i] != '/' && buf[i] != '\0') continue;
+        char c = buf[i];
+        buf[i] = '\0';
+        if (mkdir(buf, 0777) != 0 && errno != EEXIST) return -1;
+        buf[i] = c;
+    }
+    struct stat st;
+    if (stat(path, &st) != 0) return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    return 0;
+}
