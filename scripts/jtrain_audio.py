@@ -12,11 +12,13 @@ Pipeline (the defaults are the AVFM settings; they are stored as attributes on /
   significant bits (float16's precision, float32's range; an error below 0.1 %, far under the
   data's noise) so that gzip compresses the array about 2x -> float32 [32, 40], time-major.
 
-Resampling: band-limited interpolation with a Kaiser-windowed sinc (16 zero crossings each side,
-beta 8.6, cutoff 0.94 x the lower of the two Nyquist frequencies), the method of Smith's
-"Digital Audio Resampling" (also resampy's). For a rational ratio out/in = L/M with L <= 4096 the
-filter is tabulated once per output phase, so resampling a clip costs one gather and one
-multiply-add over (n_out, taps).
+Resampling: band-limited interpolation with a Kaiser-windowed sinc (32 zero crossings each side,
+beta 8.6, so about 80 dB stopband and a transition 17 % of the cutoff wide), the method of
+Smith's "Digital Audio Resampling" (also resampy's). The cutoff is 0.92 x the lower Nyquist
+frequency, which puts the stopband edge at that Nyquist frequency: nothing aliases, and from
+22.05 kHz to 16 kHz the response is flat to about 6.7 kHz and -6 dB at 7.36 kHz. For a rational ratio out/in = L/M with L <= 4096 the
+filter is tabulated once per output phase, in a matrix that maps each block of M input samples
+to L output samples, so resampling a clip is one sgemm; other ratios compute the taps per sample.
 """
 
 import math
@@ -34,10 +36,11 @@ CLIP_SECONDS = 1.0
 LOG_FLOOR = 1e-10
 MANTISSA_BITS = 10
 
-_ZEROS = 16         # sinc zero crossings on each side of the resampling filter
+_ZEROS = 32         # sinc zero crossings on each side of the resampling filter
 _BETA = 8.6         # Kaiser window shape
-_ROLLOFF = 0.94     # cutoff as a fraction of the lower Nyquist frequency
+_ROLLOFF = 0.92     # cutoff as a fraction of the lower Nyquist frequency
 _MAX_PHASES = 4096  # tabulate the filter per phase only up to this many phases
+_MAX_TABLE = 1 << 22  # and only if the block matrix has at most this many entries
 
 _table_cache = {}
 _mel_cache = {}
@@ -83,19 +86,31 @@ def resample(x, sr_in, sr_out=SAMPLE_RATE):
     cutoff = 0.5 * min(1.0, L / M) * _ROLLOFF
     half = int(math.ceil(_ZEROS / (2.0 * cutoff))) + 1
     n_out = -(-x.size * L // M)
+    taps = 2 * half
+    if L <= _MAX_PHASES and L * (M + taps) <= _MAX_TABLE:
+        # Output n = b*L + p reads inputs b*M + floor(p*M/L) + (-half+1 .. half): one matrix
+        # W (M + taps, L) maps each block of input (stride M) to L outputs, so the whole clip is
+        # one product (n_blocks, M + taps) @ W.
+        key = (sr_in, sr_out)
+        w = _table_cache.get(key)
+        if w is None:
+            p = np.arange(L)
+            table = _resample_weights(p * M % L / L, cutoff, half)
+            w = np.zeros((M + taps, L), np.float32)
+            rows = (p * M // L)[:, None] + 1 + np.arange(taps)[None, :]
+            w[rows, p[:, None]] = table
+            _table_cache[key] = w
+        n_blocks = -(-n_out // L)
+        padded = np.zeros((n_blocks - 1) * M + M + taps, np.float32)
+        padded[half:half + x.size] = x
+        blocks = np.ascontiguousarray(   # a copy: BLAS needs contiguous rows
+            np.lib.stride_tricks.sliding_window_view(padded, M + taps)[::M][:n_blocks])
+        return (blocks @ w).reshape(-1)[:n_out].astype(np.float32)
     n = np.arange(n_out, dtype=np.int64)
     base = (n * M) // L                            # floor of the input position
-    if L <= _MAX_PHASES:
-        key = (sr_in, sr_out)
-        table = _table_cache.get(key)
-        if table is None:
-            table = _resample_weights(np.arange(L) * M % L / L, cutoff, half).astype(np.float32)
-            _table_cache[key] = table
-        w = table[n % L]
-    else:
-        w = _resample_weights((n * M % L) / L, cutoff, half).astype(np.float32)
+    w = _resample_weights((n * M % L) / L, cutoff, half).astype(np.float32)
     padded = np.concatenate([np.zeros(half, np.float32), x, np.zeros(half + 1, np.float32)])
-    idx = base[:, None] + np.arange(1, 2 * half + 1)[None, :]   # = base + k + half
+    idx = base[:, None] + np.arange(1, taps + 1)[None, :]   # = base + k + half
     return np.einsum("ij,ij->i", padded[idx], w).astype(np.float32)
 
 

@@ -7,10 +7,16 @@ names the file (and the CSV line) and exits with 3 (data) or 2 (usage); nothing 
 unless the whole input is consistent (the output is written to a temporary file and renamed).
 """
 
+import os
+
+# One BLAS thread: the output must not depend on how a BLAS splits its work (and the resampler's
+# small products gain nothing from threads). Set before numpy loads OpenBLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import csv
 import gzip
-import os
 import re
 import sys
 
@@ -180,7 +186,7 @@ def label_classes(csv_path, col, rows, split, fixed):
     Empty cells are -1 (no label). Classes are `fixed` if given (a value outside it is an error);
     otherwise, if every value is a non-negative integer, the values are the indices and the
     classes are "0".."max"; otherwise the sorted distinct names. A column that mixes integers and
-    names, or a class that appears in test but never in train, is inconsistent.
+    names, or a name that appears in test (or val) but never in train, is inconsistent.
     """
     values = [r[col] for _, r in rows]
     present = [v for v in values if v != ""]
@@ -209,9 +215,11 @@ def label_classes(csv_path, col, rows, split, fixed):
             out[i] = int(v)  # integers beyond max cannot happen; names are all in index
         else:
             out[i] = index[v]
+    if fixed is not None or classes[0] == "0":
+        return out, classes   # the user chose the class set: a class may be absent from train
     seen_train = set(out[(split == "train") & (out >= 0)].tolist())
     for i in np.flatnonzero((split != "train") & (out >= 0)):
-        if out[i] not in seen_train and fixed is None:
+        if out[i] not in seen_train:
             raise DataError("%s:%d: inconsistent label %r in column %r: it appears in split %r but "
                             "never in train" % (csv_path, rows[i][0], values[i], col, split[i]))
     return out, classes

@@ -15,7 +15,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,8 +35,7 @@ static const char *const SECTIONS[3] = {"params", "adam/m", "adam/v"};
 
 /* ---------- small helpers ---------- */
 
-static jt_status fail(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+__attribute__((format(printf, 3, 4)))
 static jt_status fail(char *err, size_t errlen, const char *fmt, ...) {
     if (err && errlen) {
         va_list ap;
@@ -81,15 +79,6 @@ static const char *h5_detail(char *buf, size_t len) {
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_walk_cb, &d);
     if (!buf[0]) snprintf(buf, len, "%s", saved ? strerror(saved) : "HDF5 error");
     return buf;
-}
-
-static hid_t open_fapl(void) {
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-#if H5_VERSION_GE(1, 12, 1) || (H5_VERSION_GE(1, 10, 7) && !H5_VERSION_GE(1, 11, 0))
-    /* Lock as usual, but work on parallel file systems that have locking disabled. */
-    if (fapl >= 0) H5Pset_file_locking(fapl, 1, 1);
-#endif
-    return fapl;
 }
 
 /* ---------- checksums ---------- */
@@ -208,8 +197,9 @@ static int attr_read_str(hid_t obj, const char *name, char **out) {
     space = H5Aget_space(a);
     if (ft < 0 || space < 0 || H5Tget_class(ft) != H5T_STRING) goto cleanup;
     if (H5Sget_simple_extent_npoints(space) != 1) goto cleanup;
+    /* HDF5 does not convert between character sets: read in the file's own. */
     mt = H5Tcopy(H5T_C_S1);
-    if (mt < 0) goto cleanup;
+    if (mt < 0 || H5Tset_cset(mt, H5Tget_cset(ft)) < 0) goto cleanup;
     htri_t var = H5Tis_variable_str(ft);
     if (var < 0) goto cleanup;
     if (var) {
@@ -262,16 +252,6 @@ static int mkdir_p(const char *dir) {
     return 0;
 }
 
-static int fsync_file(const char *path) {
-    int fd = open(path, O_RDWR);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    int saved = errno;
-    if (close(fd) != 0 && rc == 0) return -1;
-    errno = saved;
-    return rc;
-}
-
 /* Makes a rename in dir durable. File systems that cannot fsync a directory are not an error. */
 static int fsync_dir(const char *dir) {
     int fd = open(dir, O_RDONLY | O_DIRECTORY);
@@ -321,11 +301,8 @@ static void prune(const char *dir, unsigned long long current, long keep) {
         if (parse_ckpt_name(e->d_name, &s)) {
             if (s == current) continue;
             if (n == cap) {
-                unsigned long long *bigger = jt_xcalloc(2 * cap, sizeof *bigger);
-                memcpy(bigger, steps, n * sizeof *steps);
-                free(steps);
-                steps = bigger;
-                cap *= 2;
+                steps = realloc(steps, (cap *= 2) * sizeof *steps);
+                JT_CHECK(steps != NULL, "out of memory");
             }
             steps[n++] = s;
         } else if ((strncmp(e->d_name, ".ckpt-", 6) == 0 || strncmp(e->d_name, ".latest", 7) == 0)
@@ -349,24 +326,68 @@ static void prune(const char *dir, unsigned long long current, long keep) {
 
 /* ---------- save ---------- */
 
-/* Writes the whole checkpoint into the new HDF5 file tmp (layout in ckpt.h). */
-static jt_status write_file(const char *tmp, const jt_params *p, const jt_ckpt_state *st,
-                            char *err, size_t errlen) {
+/* write() all of buf to fd, resuming after signals and short writes. 0, or -1 with errno. */
+static int write_all(int fd, const void *buf, size_t n) {
+    const char *b = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, b, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            if (w == 0) errno = EIO;
+            return -1;
+        }
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Copies the in-memory HDF5 file f into a new buffer (*size bytes). 0 or -1. */
+static int file_image(hid_t f, void **image, size_t *size) {
+    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) return -1; /* metadata cache into the image */
+    ssize_t n = H5Fget_file_image(f, NULL, 0);
+    if (n <= 0) return -1;
+    *image = malloc((size_t)n);
+    if (!*image) return -1;
+    if (H5Fget_file_image(f, *image, (size_t)n) != n) {
+        free(*image);
+        *image = NULL;
+        return -1;
+    }
+    *size = (size_t)n;
+    return 0;
+}
+
+/* Builds the checkpoint (layout in ckpt.h) and writes it to fd, the open temp file tmp.
+ *
+ * The file is built in memory (HDF5's core driver, no backing store) and written with plain
+ * write(). Two reasons: a failed H5Fclose (disk full, quota, EFBIG) leaves HDF5 1.10 with a
+ * dangling file that crashes the process at exit, turning exit code 4 into a segfault; and our
+ * own write() reports errno exactly. Cost: the file is held in memory twice for a moment. */
+static jt_status write_file(const char *tmp, int fd, const jt_params *p,
+                            const jt_ckpt_state *st, char *err, size_t errlen) {
     jt_status status = JT_ECKPT;
     char detail[512];
-    hid_t f = -1, g[3] = {-1, -1, -1}, adam = -1, state = -1, dspace = -1, d = -1;
+    hid_t fapl = -1, f = -1, g[3] = {-1, -1, -1}, adam = -1, state = -1, dspace = -1, d = -1;
     const jt_view **sorted = sorted_views(p);
     const float *bufs[3] = {p->w, p->m, p->v};
+    void *image = NULL;
+    size_t image_size = 0;
 
-    /* TEST-ONLY fault hook: with JTRAIN_TEST_CKPT_CRASH=mid-write the process dies (_exit(9))
-     * after writing about half of the data sets, as a crash or kill mid-write would. Used by
-     * tests/unit/test_ckpt.c and the MPI fault test to prove the previous checkpoint survives. */
+    /* TEST-ONLY fault hook: with JTRAIN_TEST_CKPT_CRASH=mid-write the process writes about half
+     * of the data sets, puts the first half of that partial file into the temp file and dies
+     * with _exit(9), as a crash or kill mid-write would. Used by tests/unit/test_ckpt.c and the
+     * MPI fault test to prove that latest and the previous checkpoint survive. */
     const char *crash = getenv("JTRAIN_TEST_CKPT_CRASH");
     size_t crash_after = 0, written = 0;
     if (crash && strcmp(crash, "mid-write") == 0)
         crash_after = p->n_views > 1 ? (3 * p->n_views) / 2 : 1;
 
-    f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    /* One allocation increment that holds the data and generous metadata. */
+    size_t increment = 3 * p->total * sizeof(float) + 4096 * (3 * p->n_views + 16);
+    fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0 && H5Pset_fapl_core(fapl, increment, 0) >= 0)
+        f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (f < 0) {
         fail(err, errlen, "cannot create checkpoint file %s: %s", tmp,
              h5_detail(detail, sizeof detail));
@@ -429,14 +450,19 @@ static jt_status write_file(const char *tmp, const jt_params *p, const jt_ckpt_s
             H5Sclose(dspace);
             d = dspace = -1;
             if (crash_after && ++written == crash_after) {
-                H5Fflush(f, H5F_SCOPE_GLOBAL);
+                if (file_image(f, &image, &image_size) == 0)
+                    (void)write_all(fd, image, image_size / 2);
                 _exit(9);
             }
         }
     }
-    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) {
-        fail(err, errlen, "cannot write checkpoint file %s: %s", tmp,
+    if (file_image(f, &image, &image_size) != 0) {
+        fail(err, errlen, "cannot build checkpoint file %s in memory: %s", tmp,
              h5_detail(detail, sizeof detail));
+        goto cleanup;
+    }
+    if (write_all(fd, image, image_size) != 0) {
+        fail(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
         goto cleanup;
     }
     status = JT_OK;
@@ -447,10 +473,9 @@ cleanup:
         if (g[s] >= 0) H5Gclose(g[s]);
     if (adam >= 0) H5Gclose(adam);
     if (state >= 0) H5Gclose(state);
-    /* Closing writes the remaining metadata: its failure (e.g. disk full) fails the save. */
-    if (f >= 0 && H5Fclose(f) < 0 && status == JT_OK)
-        status = fail(err, errlen, "cannot finish checkpoint file %s: %s", tmp,
-                      h5_detail(detail, sizeof detail));
+    if (f >= 0) H5Fclose(f); /* in memory: nothing left to fail */
+    if (fapl >= 0) H5Pclose(fapl);
+    free(image);
     free(sorted);
     return status;
 }
@@ -463,23 +488,22 @@ static jt_status write_latest(const char *dir, const char *name, char *err, size
     int n = snprintf(line, sizeof line, "%s\n", name);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
     if (fd < 0) return fail(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-    ssize_t w = write(fd, line, (size_t)n);
+    const char *what = NULL;
+    if (write_all(fd, line, (size_t)n) != 0) what = "write";
+    else if (fsync(fd) != 0) what = "sync";
     int saved = errno;
-    if (w != n) {
-        close(fd);
-        unlink(tmp);
-        return fail(err, errlen, "cannot write %s: %s", tmp,
-                    w < 0 ? strerror(saved) : "short write");
-    }
-    if (fsync(fd) != 0 || close(fd) != 0) {
+    if (close(fd) != 0 && !what) {
+        what = "write";
         saved = errno;
-        unlink(tmp);
-        return fail(err, errlen, "cannot sync %s: %s", tmp, strerror(saved));
     }
-    if (rename(tmp, dst) != 0) {
+    if (!what && rename(tmp, dst) != 0) {
+        what = "rename";
         saved = errno;
+    }
+    if (what) {
         unlink(tmp);
-        return fail(err, errlen, "cannot rename %s to %s: %s", tmp, dst, strerror(saved));
+        return fail(err, errlen, "cannot %s %s: %s", what, what[0] == 'r' ? dst : tmp,
+                    strerror(saved));
     }
     if (fsync_dir(dir) != 0) return fail(err, errlen, "cannot sync %s: %s", dir, strerror(errno));
     return JT_OK;
@@ -499,14 +523,13 @@ jt_status jt_ckpt_save(const char *dir, const jt_params *p, const jt_ckpt_state 
     if (mkdir_p(dir) != 0)
         return fail(err, errlen, "cannot create checkpoint directory %s: %s", dir,
                     strerror(errno));
-    /* Create the file ourselves first: a plain open() gives the clearest errno message. */
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
     if (fd < 0) return fail(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-    close(fd);
-
-    jt_status status = write_file(tmp, p, st, err, errlen);
-    if (status == JT_OK && fsync_file(tmp) != 0)
+    jt_status status = write_file(tmp, fd, p, st, err, errlen);
+    if (status == JT_OK && fsync(fd) != 0)
         status = fail(err, errlen, "cannot sync %s: %s", tmp, strerror(errno));
+    if (close(fd) != 0 && status == JT_OK)
+        status = fail(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
     if (status == JT_OK && rename(tmp, dst) != 0)
         status = fail(err, errlen, "cannot rename %s to %s: %s", tmp, dst, strerror(errno));
     if (status != JT_OK) {
@@ -567,24 +590,22 @@ jt_status jt_ckpt_latest(const char *dir, char *path_out, size_t path_len, char 
 static hid_t open_checkpoint(const char *path, char *err, size_t errlen) {
     char detail[512];
     struct stat sb;
-    if (stat(path, &sb) != 0) {
-        fail(err, errlen, "checkpoint %s: %s", path, strerror(errno));
+    const char *why = NULL;
+    if (stat(path, &sb) != 0)
+        why = strerror(errno);
+    else if (!S_ISREG(sb.st_mode))
+        why = "not a regular file";
+    else if (H5Fis_hdf5(path) <= 0)
+        why = "not an HDF5 file";
+    if (why) {
+        fail(err, errlen, "checkpoint %s: %s", path, why);
         return -1;
     }
-    if (!S_ISREG(sb.st_mode)) {
-        fail(err, errlen, "checkpoint %s: not a regular file", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        fail(err, errlen, "checkpoint %s: cannot open: %s", path, h5_detail(detail, sizeof detail));
         return -1;
     }
-    if (H5Fis_hdf5(path) <= 0) {
-        fail(err, errlen, "checkpoint %s: not an HDF5 file", path);
-        return -1;
-    }
-    hid_t fapl = open_fapl();
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl >= 0 ? fapl : H5P_DEFAULT);
-    if (f < 0) fail(err, errlen, "checkpoint %s: cannot open: %s", path,
-                    h5_detail(detail, sizeof detail));
-    if (fapl >= 0) H5Pclose(fapl);
-    if (f < 0) return -1;
     char *format = NULL;
     int version = 0;
     if (attr_read_str(f, "jtrain_format", &format) != 0) {
@@ -635,21 +656,17 @@ static jt_status read_state_from(hid_t f, const char *path, jt_ckpt_state *st, c
                     path, stored, computed);
     }
     /* /state and /adam repeat numbers the root checksum covers; they must agree. */
-    uint64_t se = 0, ses = 0, ss = 0, t = 0;
+    static const char *const where[4][2] = {
+        {"state", "epoch"}, {"state", "epoch_step"}, {"state", "seed"}, {"adam", "t"}};
+    const uint64_t want[4] = {st->epoch, st->epoch_step, st->seed, st->adam_t};
     jt_status status = JT_OK;
-    hid_t g = H5Gopen2(f, "state", H5P_DEFAULT);
-    if (g < 0 || attr_read_int(g, "epoch", H5T_NATIVE_UINT64, &se) != 0 ||
-        attr_read_int(g, "epoch_step", H5T_NATIVE_UINT64, &ses) != 0 ||
-        attr_read_int(g, "seed", H5T_NATIVE_UINT64, &ss) != 0 || se != st->epoch ||
-        ses != st->epoch_step || ss != st->seed)
-        status = fail(err, errlen, "checkpoint %s: /state is missing or disagrees with the root "
-                      "attributes", path);
-    if (g >= 0) H5Gclose(g);
-    if (status == JT_OK) {
-        g = H5Gopen2(f, "adam", H5P_DEFAULT);
-        if (g < 0 || attr_read_int(g, "t", H5T_NATIVE_UINT64, &t) != 0 || t != st->adam_t)
-            status = fail(err, errlen, "checkpoint %s: /adam attribute t is missing or differs "
-                          "from adam_t", path);
+    for (int i = 0; i < 4 && status == JT_OK; i++) {
+        uint64_t got = 0;
+        hid_t g = H5Gopen2(f, where[i][0], H5P_DEFAULT);
+        if (g < 0 || attr_read_int(g, where[i][1], H5T_NATIVE_UINT64, &got) != 0 ||
+            got != want[i])
+            status = fail(err, errlen, "checkpoint %s: /%s attribute %s is missing or disagrees "
+                          "with the root attributes", path, where[i][0], where[i][1]);
         if (g >= 0) H5Gclose(g);
     }
     if (status != JT_OK) jt_ckpt_state_free(st);

@@ -102,20 +102,33 @@ static jt_status check_map(jt_cfg_doc *d, yaml_node_t *n, const char *path,
     return JT_OK;
 }
 
-/* The value of `key` in mapping n, or NULL (also when n is a null). */
-static yaml_node_t *get(jt_cfg_doc *d, yaml_node_t *n, const char *key) {
+/* The pair of `key` in mapping n, or NULL (also when n is a null). */
+static yaml_node_pair_t *get_pair(jt_cfg_doc *d, yaml_node_t *n, const char *key) {
     if (!n || n->type != YAML_MAPPING_NODE) return NULL;
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node_at(d, p->key);
-        if (k->type == YAML_SCALAR_NODE && !strcmp(text(k), key)) return node_at(d, p->value);
+        if (k->type == YAML_SCALAR_NODE && !strcmp(text(k), key)) return p;
     }
     return NULL;
 }
 
-static jt_status missing(jt_cfg_doc *d, yaml_node_t *map, const char *path, const char *key) {
+/* The value of `key` in mapping n, or NULL. */
+static yaml_node_t *get(jt_cfg_doc *d, yaml_node_t *n, const char *key) {
+    yaml_node_pair_t *p = get_pair(d, n, key);
+    return p ? node_at(d, p->value) : NULL;
+}
+
+/* The key node of `key` in mapping n (where a missing key below it is reported), or NULL. */
+static yaml_node_t *get_key(jt_cfg_doc *d, yaml_node_t *n, const char *key) {
+    yaml_node_pair_t *p = get_pair(d, n, key);
+    return p ? node_at(d, p->key) : NULL;
+}
+
+/* "<path>.<key>: required key is missing", at `at` (the key of the mapping that lacks it). */
+static jt_status missing(jt_cfg_doc *d, yaml_node_t *at, const char *path, const char *key) {
     char full[JT_KEY_MAX];
     join(full, path, key);
-    return jt_cfg_fail(d, map, full, "required key is missing");
+    return jt_cfg_fail(d, at, full, "required key is missing");
 }
 
 /* Reads map.key (if given) as a string of 1..cap-1 characters into out. */
@@ -300,7 +313,7 @@ static jt_status parse_data(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
     yaml_node_t *s = get(d, root, "data");
     if (!s) return missing(d, root, "data", "file");
     jt_status st = check_map(d, s, "data", k_data);
-    if (st == JT_OK && !get(d, s, "file")) st = missing(d, s, "data", "file");
+    if (st == JT_OK && !get(d, s, "file")) st = missing(d, get_key(d, root, "data"), "data", "file");
     if (st == JT_OK) st = get_string(d, s, "data", "file", c->data.file, sizeof c->data.file);
     if (st == JT_OK) st = get_string(d, s, "data", "train", c->data.train, sizeof c->data.train);
     if (st == JT_OK) st = get_string(d, s, "data", "eval", c->data.eval, sizeof c->data.eval);
@@ -308,12 +321,12 @@ static jt_status parse_data(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
 }
 
 /* The named mapping model.<what> (blocks or heads): non-empty, names valid and distinct. */
-static jt_status named_map(jt_cfg_doc *d, yaml_node_t *model, const char *what, yaml_node_t **out,
-                           size_t *n) {
+static jt_status named_map(jt_cfg_doc *d, yaml_node_t *model, yaml_node_t *model_key,
+                           const char *what, yaml_node_t **out, size_t *n) {
     char path[32];
     snprintf(path, sizeof path, "model.%s", what);
     yaml_node_t *m = get(d, model, what);
-    if (!m) return missing(d, model, "model", what);
+    if (!m) return missing(d, model_key, "model", what);
     jt_status st = check_map(d, m, path, NULL);
     if (st != JT_OK) return st;
     if (is_null(m) || m->data.mapping.pairs.top == m->data.mapping.pairs.start)
@@ -339,8 +352,9 @@ static int find_block(const jt_config *c, const char *name) {
 static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
     yaml_node_t *s = get(d, root, "model"), *bm = NULL, *hm = NULL;
     if (!s) return missing(d, root, "model", "blocks");
+    yaml_node_t *mk = get_key(d, root, "model");
     jt_status st = check_map(d, s, "model", k_model);
-    if (st == JT_OK) st = named_map(d, s, "blocks", &bm, &c->n_blocks);
+    if (st == JT_OK) st = named_map(d, s, mk, "blocks", &bm, &c->n_blocks);
     if (st != JT_OK) return st;
     c->blocks = jt_xcalloc(c->n_blocks, sizeof *c->blocks);
     for (size_t i = 0; i < c->n_blocks; i++) {
@@ -353,7 +367,7 @@ static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
         join(path, "model.blocks", b->name);
         join(lpath, path, "layers");
         if ((st = check_map(d, v, path, k_block)) != JT_OK) return st;
-        if (!get(d, v, "input")) return missing(d, is_null(v) ? v : k, path, "input");
+        if (!get(d, v, "input")) return missing(d, k, path, "input");
         if (!get(d, v, "layers")) return missing(d, k, path, "layers");
         if ((st = get_string(d, v, path, "input", b->input, sizeof b->input)) != JT_OK) return st;
         st = parse_layers(d, get(d, v, "layers"), lpath, &b->layers, &b->n_layers);
@@ -377,7 +391,7 @@ static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
         }
     }
 
-    if ((st = named_map(d, s, "heads", &hm, &c->n_heads)) != JT_OK) return st;
+    if ((st = named_map(d, s, mk, "heads", &hm, &c->n_heads)) != JT_OK) return st;
     c->heads = jt_xcalloc(c->n_heads, sizeof *c->heads);
     for (size_t i = 0; i < c->n_heads; i++) {
         jt_head_cfg *h = &c->heads[i];
@@ -393,8 +407,8 @@ static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
         if (find_block(c, h->name) >= 0)
             return jt_cfg_fail(d, k, path, "'%s' is already a block's name; names must be unique", h->name);
         if ((st = check_map(d, v, path, k_head)) != JT_OK) return st;
-        if (!get(d, v, "input")) return missing(d, is_null(v) ? v : k, path, "input");
-        if (!get(d, v, "target")) return missing(d, is_null(v) ? v : k, path, "target");
+        if (!get(d, v, "input")) return missing(d, k, path, "input");
+        if (!get(d, v, "target")) return missing(d, k, path, "target");
         if ((st = get_string(d, v, path, "input", h->input, sizeof h->input)) != JT_OK) return st;
         if (find_block(c, h->input) < 0)
             return jt_cfg_fail(d, get(d, v, "input"), ipath, "'%s' is not a block of model.blocks",
@@ -413,10 +427,15 @@ static jt_status parse_train(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
     jt_status st = check_map(d, s, "train", k_train);
     if (st != JT_OK) return st;
     yaml_node_t *e = get(d, s, "epochs"), *n = get(d, s, "steps");
-    if (e && n) return jt_cfg_fail(d, n, "train.steps", "give train.epochs or train.steps, not both");
+    if (e && n) { /* blame the one given last: an override, or the later line */
+        int steps_last = jt_cfg_node_id(d, n) > jt_cfg_node_id(d, e);
+        return jt_cfg_fail(d, steps_last ? n : e, steps_last ? "train.steps" : "train.epochs",
+                           "give train.epochs or train.steps, not both");
+    }
+    yaml_node_t *tk = get_key(d, root, "train");
     if (!e && !n)
-        return jt_cfg_fail(d, s, "train.epochs", "required key is missing (or give train.steps)");
-    if (!get(d, s, "batch_size")) return missing(d, s, "train", "batch_size");
+        return jt_cfg_fail(d, tk, "train.epochs", "required key is missing (or give train.steps)");
+    if (!get(d, s, "batch_size")) return missing(d, tk, "train", "batch_size");
     if ((st = get_long(d, s, "train", "epochs", 1, LONG_MAX, &c->train.epochs)) ||
         (st = get_long(d, s, "train", "steps", 1, LONG_MAX, &c->train.steps)) ||
         (st = get_long(d, s, "train", "batch_size", 1, LONG_MAX, &c->train.batch_size)) ||

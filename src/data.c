@@ -453,15 +453,15 @@ cleanup:
 }
 
 /* All arrays of a split have the same N (DESIGN.md): the requested ones against the first, then
- * every other data set in the split group. */
+ * every other data set in the split group (metadata only). */
 static jt_status check_rows(const data_ctx *c, hid_t grp, const jt_array *arrays,
                             const data_pending *p, size_t n_arrays, size_t *n_out) {
+    char ref[256] = "";
     size_t have = 0;
-    const char *ref = NULL;
     for (size_t i = 0; i < n_arrays; i++) {
         size_t rows = (size_t)p[i].dims[0];
-        if (!ref) {
-            ref = arrays[i].name;
+        if (i == 0) {
+            snprintf(ref, sizeof ref, "%s", arrays[i].name);
             have = rows;
         } else if (rows != have) {
             return fail(c, "/%s/%s has %zu rows but /%s/%s has %zu; all arrays of a split must "
@@ -478,23 +478,20 @@ static jt_status check_rows(const data_ctx *c, hid_t grp, const jt_array *arrays
             continue;
         hid_t o = H5Oopen(grp, name, H5P_DEFAULT);
         if (o < 0) continue;
-        if (H5Iget_type(o) == H5I_DATASET) {
-            hid_t sp = H5Dget_space(o);
-            hsize_t d[H5S_MAX_RANK];
-            if (sp >= 0 && H5Sget_simple_extent_ndims(sp) >= 1) {
-                H5Sget_simple_extent_dims(sp, d, NULL);
-                if (!ref) {
-                    ref = "";
-                    have = (size_t)d[0];
-                } else if ((size_t)d[0] != have) {
-                    st = fail(c, "/%s/%s has %zu rows but %s%s%s%s has %zu; all arrays of a "
-                                 "split must have the same N", c->split, name, (size_t)d[0],
-                              *ref ? "/" : "the split's first array", *ref ? c->split : "",
-                              *ref ? "/" : "", ref, have);
-                }
+        hid_t sp = H5Iget_type(o) == H5I_DATASET ? H5Dget_space(o) : H5I_INVALID_HID;
+        hsize_t d[H5S_MAX_RANK];
+        if (sp >= 0 && H5Sget_simple_extent_ndims(sp) >= 1 &&
+            H5Sget_simple_extent_dims(sp, d, NULL) >= 1) {
+            if (!ref[0]) {
+                snprintf(ref, sizeof ref, "%s", name);
+                have = (size_t)d[0];
+            } else if ((size_t)d[0] != have) {
+                st = fail(c, "/%s/%s has %zu rows but /%s/%s has %zu; all arrays of a split "
+                             "must have the same N", c->split, name, (size_t)d[0], c->split, ref,
+                          have);
             }
-            if (sp >= 0) H5Sclose(sp);
         }
+        if (sp >= 0) H5Sclose(sp);
         H5Oclose(o);
     }
     *n_out = have;
@@ -557,7 +554,7 @@ static jt_status read_shard(const data_ctx *c, jt_array *a, const data_pending *
         const int32_t *y = a->data;
         for (size_t i = 0; i < total; i++) {
             int bad_conv = overflow && (y[i] == INT32_MAX || y[i] == INT32_MIN);
-            if (!bad_conv && y[i] >= -1 && (size_t)(y[i] + 1) <= a->n_classes) continue;
+            if (!bad_conv && y[i] >= -1 && (int64_t)y[i] < (int64_t)a->n_classes) continue;
             size_t row = begin + i / a->row_elems;
             char pos[48] = "";
             if (a->shape.ndim) snprintf(pos, sizeof pos, " position %zu", i % a->row_elems);
@@ -576,7 +573,7 @@ static jt_status read_shard(const data_ctx *c, jt_array *a, const data_pending *
     float *x = a->data;
     size_t last = a->shape.d[a->shape.ndim - 1];
     for (size_t i = 0; i < total; i++) {
-        double v = p->u8 ? (double)tmp[i] : (double)x[i];
+        double raw = p->u8 ? (double)tmp[i] : (double)x[i], v = raw;
         size_t k = i % last;
         if (p->norm == 1) v = v * p->scale + p->offset;
         else if (p->norm == 2)
@@ -584,7 +581,7 @@ static jt_status read_shard(const data_ctx *c, jt_array *a, const data_pending *
         x[i] = (float)v;
         if (!isfinite(x[i])) {
             st = fail(c, "%s row %zu holds %g (%g after normalisation), expected finite values",
-                      where, begin + i / a->row_elems, p->u8 ? (double)tmp[i] : v, x[i]);
+                      where, begin + i / a->row_elems, raw, v);
             goto cleanup;
         }
     }

@@ -22,6 +22,22 @@
 
 static volatile sig_atomic_t g_stop_signal = 0;
 
+/* Test-only fault injection (tests/mpi): JTRAIN_TEST_FAULT="RANK:STEP:MODE" makes rank RANK,
+ * before step STEP, either hit an internal error ("fatal": JT_CHECK, which aborts every rank),
+ * die without a word ("crash": SIGKILL), or perturb one parameter ("perturb") so the replicas
+ * differ. Unset in normal runs. */
+static void test_fault(int rank, uint64_t step, float *w) {
+    const char *spec = getenv("JTRAIN_TEST_FAULT");
+    int frank;
+    unsigned long long fstep;
+    char mode[16];
+    if (!spec || sscanf(spec, "%d:%llu:%15s", &frank, &fstep, mode) != 3) return;
+    if (frank != rank || fstep != step) return;
+    if (strcmp(mode, "fatal") == 0) JT_CHECK(0, "injected fault (JTRAIN_TEST_FAULT=%s)", spec);
+    if (strcmp(mode, "crash") == 0) raise(SIGKILL);
+    if (strcmp(mode, "perturb") == 0) w[0] += 1.0f;
+}
+
 static void on_signal(int sig) { g_stop_signal = sig; }
 
 static void install_signals(void) {
@@ -260,6 +276,7 @@ jt_status jt_train_run(const jt_train_args *a) {
         jt_batcher_advance(&r.batcher, &r.epoch, &r.epoch_step);
         if (r.step + 1 < r.total_steps) jt_batcher_prefetch(&r.batcher, r.epoch, r.epoch_step);
 
+        test_fault(r.rank, r.step, p->w);
         memset(p->g, 0, (p->total + JT_PARAMS_CTRL) * sizeof(float));
         for (size_t h = 0; h < nh; h++)
             labelled[h] = b->labelled[m->chains[m->n_blocks + h].target_array];
@@ -344,6 +361,18 @@ jt_status jt_train_run(const jt_train_args *a) {
                        "with --resume auto\n", (unsigned long long)r.step);
             st = JT_ESIGNAL;
             break;
+        }
+    }
+    if (st == JT_OK) { /* the replicas must still be bitwise identical */
+        uint64_t sum = jt_model_checksum(m);
+        if (!jt_comm_same_u64(sum)) {
+            if (r.rank == 0)
+                jt_errorf("parameters differ between ranks after step %llu",
+                          (unsigned long long)r.step);
+            st = JT_ERANKS;
+        } else if (r.rank == 0) {
+            printf("parameters identical on all %d ranks: checksum %016llx\n", r.world,
+                   (unsigned long long)sum);
         }
     }
     if (st == JT_OK && last_saved != r.step) st = save_checkpoint(&r);

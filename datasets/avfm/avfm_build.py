@@ -14,12 +14,18 @@ Exit codes: 0 ok, 2 usage, 3 data (Fashion-MNIST missing or unreadable, output n
 1 environment (espeak-ng library missing or failing).
 """
 
+import os
+
+# One BLAS thread per process: the build runs its own worker processes, and results must not
+# depend on how a BLAS splits its work. Set before numpy loads OpenBLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import argparse
 import ctypes
 import ctypes.util
 import gzip
 import multiprocessing as mp
-import os
 import sys
 import time
 

@@ -1,8 +1,22 @@
 /* config.h - the run's YAML config (DESIGN.md "Config"), strictly parsed with libyaml.
  *
- * An unknown key, a wrong type, a bad number or a missing required key is JT_EUSAGE with a
- * message naming the file, line and key. `--set a.b.c=value` overrides are applied to the
- * document before validation, so they are checked exactly like the file. */
+ * An unknown key, a duplicate key, a wrong type, a bad number or a missing required key is
+ * JT_EUSAGE with one line in err:
+ *     <file>:<line>: <dotted.key>: <expected ...>, found <...>
+ * e.g. "configs/x.yaml:14: train.optimizer.lr: expected a number > 0, found 'fast'". A value
+ * that came from an override shows "--set" in place of the line. Numbers must be plain YAML
+ * scalars (a quoted "1e-3" is a string) that parse whole and lie in range; `key:` with nothing
+ * (null) is never a value.
+ *
+ * `--set a.b.c=value` overrides are applied, in order, to the YAML document before validation,
+ * so they are checked exactly like the file: the key path walks mappings from the top (missing
+ * mappings on the way are created); the last key's value is replaced, or the key is added (an
+ * unknown key added this way is reported like one in the file). The value is parsed as YAML, so
+ * scalars, lists and mappings all work: `--set model.heads.item.weight=0.7`,
+ * `--set 'model.blocks.b.layers=[flatten, {dense: {units: 64}}]'`; quote a string that YAML
+ * would read otherwise (`--set 'data.file="a: b.h5"'`). An override without '=', with an empty
+ * key component, or whose path goes through a non-mapping is JT_EUSAGE naming "--set <arg>".
+ * (Keys cannot contain '.'; list items cannot be addressed one by one: replace the list.) */
 #ifndef JTRAIN_CONFIG_H
 #define JTRAIN_CONFIG_H
 
@@ -18,15 +32,15 @@
 typedef struct {
     char kind[32];        /* a layer kind, e.g. "conv2d" */
     jt_layer_opts opts;   /* parsed with jt_layer_opts_parse */
-    int line;
+    int line;             /* line of the kind in the file; 0 when it came from --set */
 } jt_layer_cfg;
 
 typedef struct {
     char name[JT_NAME_MAX];
     char input[JT_NAME_MAX];   /* a data set array name or another block's name */
-    jt_layer_cfg *layers;
+    jt_layer_cfg *layers;      /* at least one */
     size_t n_layers;
-    int line;
+    int line;                  /* line of the block's name; 0 when it came from --set */
 } jt_block_cfg;
 
 typedef struct {
@@ -36,7 +50,7 @@ typedef struct {
     double weight;             /* default 1.0 */
     jt_layer_cfg *layers;      /* optional extra layers before the projection jtrain adds */
     size_t n_layers;
-    int line;
+    int line;                  /* line of the head's name; 0 when it came from --set */
 } jt_head_cfg;
 
 typedef struct {
@@ -46,40 +60,52 @@ typedef struct {
         char train[JT_NAME_MAX]; /* default "train" */
         char eval[JT_NAME_MAX];  /* default "test" */
     } data;
-    jt_block_cfg *blocks; /* in file order; at least one */
+    jt_block_cfg *blocks; /* in file order; at least one. Names: [A-Za-z0-9_-]+, unique among
+                             blocks and heads; a block's input may be another block, without
+                             cycles (a block listed later is allowed) */
     size_t n_blocks;
-    jt_head_cfg *heads;   /* in file order; at least one */
+    jt_head_cfg *heads;   /* in file order; at least one; input must name a block */
     size_t n_heads;
     struct {
-        long epochs;       /* exactly one of epochs / steps is > 0 */
+        long epochs;       /* exactly one of epochs / steps is given (> 0), the other is 0 */
         long steps;
         long batch_size;   /* global, required, > 0 */
-        uint64_t seed;     /* default 1 */
-        jt_adam_opts adam; /* train.optimizer: name (must be "adam"), lr, beta1, beta2, eps, weight_decay */
-        double clip_norm;  /* default 0 = off */
-        long eval_every;   /* default 0 = only at the end */
-        long threads;      /* OpenBLAS threads per rank; default 0 = 1 when N > 1, else OpenBLAS' own */
+        uint64_t seed;     /* default 1; any value in [0, 2^64 - 1] */
+        /* train.optimizer: name (default and only value "adam"), lr > 0, beta1 and beta2 in
+         * [0, 1), eps > 0, weight_decay >= 0; defaults from jt_adam_default_opts() */
+        jt_adam_opts adam;
+        double clip_norm;  /* >= 0; default 0 = off */
+        long eval_every;   /* >= 0; default 0 = only at the end */
+        long threads;      /* OpenBLAS threads per rank, in [0, 4096]; default 0 = 1 when N > 1,
+                              else OpenBLAS' own */
     } train;
     struct {
-        char dir[JT_PATH_MAX]; /* default "runs/<config file stem>" */
-        long every_steps;      /* default 0 = only at the end (and on signals) */
-        long keep;             /* default 3, >= 1 */
+        char dir[JT_PATH_MAX]; /* default "runs/<config file name without its extension>"
+                                  ("runs/run" when the source is not a file name) */
+        long every_steps;      /* >= 0; default 0 = only at the end (and on signals) */
+        long keep;             /* >= 1; default 3 */
     } checkpoint;
     struct {
-        long every_steps;          /* default 50 */
+        long every_steps;          /* > 0; default 50 */
         char metrics[JT_PATH_MAX]; /* default "<checkpoint.dir>/metrics.jsonl" */
     } log;
 } jt_config;
 
 /* Reads and validates the file at path, applying the n_sets overrides "a.b=value" in order.
- * On failure returns JT_EUSAGE and writes one message (file, line, key) into err. */
+ * On failure returns JT_EUSAGE (also for a missing or unreadable file, named in the message),
+ * writes one message (file, line, key) into err and leaves c zeroed. On success the caller
+ * owns c and frees it with jt_config_free. */
 jt_status jt_config_load(jt_config *c, const char *path, const char *const *sets, size_t n_sets,
                          char *err, size_t errlen);
-/* Same, from a string in memory; `source` names it in messages (e.g. a checkpoint's path). */
+/* Same, from a NUL-terminated string in memory; `source` names it in messages and gives the
+ * default checkpoint.dir (e.g. a checkpoint's path; NULL means "<string>"). */
 jt_status jt_config_parse(jt_config *c, const char *text, const char *source,
                           const char *const *sets, size_t n_sets, char *err, size_t errlen);
 /* The resolved config (every default filled in) as YAML text that jt_config_parse reads back to
- * an equal config. Caller frees. */
+ * an equal config (doubles bit-exact: the shortest of %.1g..%.17g that reads back exactly).
+ * Layer settings are written in config syntax with the kind's key names: numeric settings only
+ * when set (nonzero), padding and return_sequences always. Emitting the same config twice gives
+ * the same text. Caller frees with free(); NULL only when memory runs out. */
 char *jt_config_to_yaml(const jt_config *c);
 /* NULL-safe; leaves c zeroed. */
 void jt_config_free(jt_config *c);

@@ -39,7 +39,7 @@ for i in range(24):
     pcm = (np.repeat(x[:, None], ch, axis=1) * 32767).astype("<i2")
     with wave.open("%s/wav/%02d.wav" % (d, i), "wb") as w:
         w.setnchannels(ch); w.setsampwidth(2); w.setframerate(rate); w.writeframes(pcm.tobytes())
-    size = "" if i == 5 else str(i % 4)
+    size = "" if i == 5 else str(i % 3)
     lines.append("%02d.npy,wav/%02d.wav,%s,%s,%s" % (i, i, shapes[i % 3], size, "test" if i % 4 == 3 else "train"))
 open("%s/labels.csv" % d, "w").write("\n".join(lines) + "\n")
 EOF
@@ -88,7 +88,7 @@ with h5py.File(out, "r") as f:
 # The resampler: in-band tones survive at any rate, tones above 8 kHz are removed.
 for rate in (8000, 22050, 44100):
     t = np.arange(rate) / rate
-    for hz, keep in ((1000, True), (7000, True), (9500, False)):
+    for hz, keep in ((1000, True), (6000, True), (8300, False), (9500, False)):
         if hz >= rate / 2:
             continue
         y = ja.resample(np.sin(2 * np.pi * hz * t).astype(np.float32), rate)

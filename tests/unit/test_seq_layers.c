@@ -53,7 +53,7 @@ static void sl_free(sl_layer *t) {
 
 /* The parameter view "<layer>.<pname>" of t. */
 static const float *sl_param(const sl_layer *t, const char *pname) {
-    char full[JT_VIEW_NAME_MAX];
+    char full[2 * JT_VIEW_NAME_MAX];
     snprintf(full, sizeof full, "%s.%s", t->l.name, pname);
     long v = jt_params_find(&t->p, full);
     if (v < 0) fail_msg("no parameter %s", full);
@@ -431,6 +431,40 @@ static void test_cross_attention_feature_map_context(void **state) {
     sl_free(&b);
 }
 
+/* Init: zero biases, except the LSTM forget-gate block of b_ih (1.0); layernorm gain 1. */
+static void test_init(void **state) {
+    (void)state;
+    const size_t U = 3;
+    const char *kinds[] = {"lstm", "gru", "layernorm"};
+    for (size_t k = 0; k < 3; k++) {
+        jt_layer_opts o = {.units = (long)U};
+        jt_layer l;
+        jt_params p;
+        char err[256] = "";
+        jt_params_init(&p);
+        jt_shape in = k == 2 ? S1(U) : S2(4, 2);
+        assert_int_equal(jt_layer_setup(&l, kinds[k], "b.0", k == 2 ? NULL : &o, &in, NULL, 2,
+                                        &p, err, sizeof err),
+                         JT_OK);
+        jt_params_alloc(&p);
+        jt_layer_bind(&l, &p);
+        jt_rng r;
+        jt_rng_seed(&r, 1, JT_RNG_INIT, 0, 0, 0);
+        l.ops->init(&l, &r);
+        if (k == 2) {
+            for (size_t u = 0; u < U; u++) assert_true(l.W[0][u] == 1.0f && l.W[1][u] == 0.0f);
+        } else {
+            size_t gates = k == 0 ? 4 : 3;
+            for (size_t j = 0; j < gates * U; j++) {
+                float want = k == 0 && j / U == 1 ? 1.0f : 0.0f; /* lstm forget block */
+                assert_true(l.W[2][j] == want && l.W[3][j] == 0.0f);
+            }
+            assert_true(l.W[0][0] != 0.0f && l.W[1][0] != 0.0f);
+        }
+        jt_params_free(&p);
+    }
+}
+
 /* ---- shapes, settings and setup errors ---- */
 
 static void expect_setup_error(const char *kind, const jt_layer_opts *o, jt_shape in,
@@ -535,6 +569,7 @@ int main(void) {
         cmocka_unit_test(test_self_attention_forward_reference),
         cmocka_unit_test(test_attention_pool_feature_map),
         cmocka_unit_test(test_cross_attention_feature_map_context),
+        cmocka_unit_test(test_init),
         cmocka_unit_test(test_setup_errors),
         cmocka_unit_test(test_output_shapes),
         cmocka_unit_test(test_opts_parse),
