@@ -192,11 +192,18 @@ def label_classes(csv_path, col, rows, split, fixed):
     present = [v for v in values if v != ""]
     if not present:
         raise DataError("%s: label column %r is empty" % (csv_path, col))
+    named = False   # classes are the column's own names (not user-given, not integers)
     if fixed is not None:
         classes = fixed
     elif all(INT_RE.match(v) for v in present):
-        classes = [str(i) for i in range(max(int(v) for v in present) + 1)]
+        top = max(int(v) for v in present)
+        if top >= 65536:
+            i = next(i for i, v in enumerate(values) if v != "" and int(v) == top)
+            raise DataError("%s:%d: label %d in column %r: integer labels are class indices, at most 65535"
+                            % (csv_path, rows[i][0], top, col))
+        classes = [str(i) for i in range(top + 1)]
     else:
+        named = True
         ints = [i for i, v in enumerate(values) if v != "" and INT_RE.match(v)]
         if ints:
             names = next(v for v in values if v != "" and not INT_RE.match(v))
@@ -212,10 +219,10 @@ def label_classes(csv_path, col, rows, split, fixed):
             if fixed is not None:
                 raise DataError("%s:%d: inconsistent label %r in column %r: not one of the classes "
                                 "given with --classes" % (csv_path, rows[i][0], v, col))
-            out[i] = int(v)  # integers beyond max cannot happen; names are all in index
+            out[i] = int(v)  # an integer written with leading zeros, e.g. "07"
         else:
             out[i] = index[v]
-    if fixed is not None or classes[0] == "0":
+    if not named:
         return out, classes   # the user chose the class set: a class may be absent from train
     seen_train = set(out[(split == "train") & (out >= 0)].tolist())
     for i in np.flatnonzero((split != "train") & (out >= 0)):

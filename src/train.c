@@ -164,6 +164,25 @@ static void print_eval(run *r, const char *split) {
     }
 }
 
+/* The model is built on the training split: the eval split must have the same per-sample
+ * shapes and label classes. */
+static jt_status check_same_layout(const jt_split *tr, const jt_split *ev, char *err,
+                                   size_t errlen) {
+    for (size_t a = 0; a < tr->n_arrays; a++) {
+        const jt_array *x = &tr->arrays[a], *y = &ev->arrays[a];
+        char sx[64], sy[64];
+        jt_shape_format(&x->shape, sx, sizeof sx);
+        jt_shape_format(&y->shape, sy, sizeof sy);
+        if (strcmp(sx, sy) != 0 || x->n_classes != y->n_classes) {
+            snprintf(err, errlen, "%s: /%s/%s has per-sample shape %s and %zu classes, but "
+                     "/%s/%s has %s and %zu", ev->path, ev->split, y->name, sy, y->n_classes,
+                     tr->split, x->name, sx, x->n_classes);
+            return JT_EDATA;
+        }
+    }
+    return JT_OK;
+}
+
 static jt_status setup(run *r, const jt_train_args *a) {
     char err[2048] = "";
     r->rank = jt_comm_rank();
@@ -194,6 +213,8 @@ static jt_status setup(run *r, const jt_train_args *a) {
     st = agree(jt_data_open(&r->eval, c->data.file, c->data.eval, inputs, ni, labels, nl,
                             r->rank, r->world, err, sizeof err), err);
     if (st != JT_OK) return st;
+    if ((st = agree(check_same_layout(&r->train, &r->eval, err, sizeof err), err)) != JT_OK)
+        return st;
     size_t max_n = ((size_t)c->train.batch_size + (size_t)r->world - 1) / (size_t)r->world;
     st = agree(jt_model_build(&r->model, c, &r->train, max_n, err, sizeof err), err);
     if (st != JT_OK) return st;

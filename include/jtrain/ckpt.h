@@ -44,7 +44,8 @@ typedef struct {
 } jt_ckpt_state;
 
 /* Writes checkpoint st->step of p (w, m, v) and st into dir (created with parents if missing),
- * updates latest and prunes to keep files (keep <= 0: keep all; the new file always stays).
+ * updates latest and prunes to keep files: the new one and the keep-1 others with the highest
+ * steps (keep <= 0: keep all).
  * path_out (may be NULL) receives the new file's path. Rank 0 only (the caller ensures it).
  * The file is built in memory first (about twice 3 * 4 bytes per parameter, briefly).
  * Failure (not a directory, permission, disk full, ...): JT_ECKPT, err names the path and the

@@ -1,11 +1,17 @@
 /* data.h - the HDF5 data set (DESIGN.md "Data set file"): validation and this rank's shard.
  *
- * Each rank reads one contiguous block of rows of each array it needs, with hyperslab reads,
- * once, into memory (never the whole file). Inputs are converted to float32 and normalised on
- * load: uint8 arrays are scaled by their `scale`/`offset` attributes (default 1/255, 0); arrays
- * with `mean`/`std` attributes (a scalar, or one value per entry of the last axis) become
- * (x - mean) / std. Labels are int32, -1 = "no label", checked against their `classes`
- * (or, for sequence labels [N, L], `vocab`) attribute. */
+ * Each rank reads one contiguous block of rows of each array it needs, with one hyperslab read
+ * per array, once, into memory (never the whole file). Inputs are converted to float32 and
+ * normalised on load, from the array's attributes (one pair or none; both pairs is an error):
+ *   scale/offset  scalars: x * scale + offset; a missing scale is 1/255 for uint8, 1 for float32,
+ *                 a missing offset 0;
+ *   mean/std      each a scalar or one value per entry of the last axis (per band):
+ *                 (x - mean) / std, in the units of the stored values (no 1/255 first);
+ *   none          uint8: x / 255; float32: as stored.
+ * Non-finite values after normalisation are an error. Labels are any integer type, read as
+ * int32 (values outside int32 are an error, never clipped), -1 = "no label", checked against
+ * their `classes` (class label [N]) or `vocab` (else `classes`; sequence label [N, L]) attribute:
+ * an array of strings, variable- or fixed-length. */
 #ifndef JTRAIN_DATA_H
 #define JTRAIN_DATA_H
 
@@ -26,7 +32,9 @@ typedef struct {
     size_t row_elems;   /* elements per row (1 for a class label) */
     size_t n_classes;   /* labels: number of entries of `classes` (or `vocab`) */
     char **classes;     /* labels: the class names (owned) */
-    void *data;         /* this rank's rows: float (inputs) or int32_t (labels), rows * row_elems */
+    void *data;         /* this rank's rows [begin, end), row-major: float (inputs, 64-byte
+                           aligned) or int32_t (labels; a sequence label is (rows, L)), so row i of
+                           the shard starts at i * row_elems; NULL when world == 0 */
 } jt_array;
 
 typedef struct {
@@ -42,11 +50,18 @@ typedef struct {
  * floor(r * n / world), so shards differ in size by at most one row. */
 size_t jt_data_shard_begin(size_t n, int world, int r);
 
-/* Opens path, checks the file (exists, HDF5, jtrain_format == "dataset"), the split, and every
- * named array (exists, rank, dtype, same N, `classes` on labels), then reads rank's shard.
- * world == 0 reads no rows (metadata only: shapes and classes, for `summary`).
- * Fewer rows than ranks, and labels outside [-1, n_classes), are errors too.
- * Returns JT_EDATA with one message naming the file, array and what was wrong. */
+/* Opens path, checks the file (exists, HDF5, jtrain_format == "dataset", version == 1), the
+ * split, and every named array (exists, rank, dtype, attributes, `classes`/`vocab` on labels),
+ * that all arrays of the split (named or not) have the same N, then reads rank's shard rows
+ * [jt_data_shard_begin(n, world, rank), jt_data_shard_begin(n, world, rank + 1)).
+ * s->arrays holds the inputs, then the labels, in the order given (a name repeated in the same
+ * list is kept once). Labels are range-checked on this rank's shard only (errors name the global
+ * row); the caller agrees on the verdict across ranks.
+ * world == 0 reads no rows (metadata only: n, shapes and classes, for `summary`; begin == end ==
+ * 0, every data NULL, label values unchecked). Otherwise 0 <= rank < world (checked, fatal).
+ * Fewer rows than ranks is an error. Does not print; turns off HDF5's error printing.
+ * Returns JT_OK, or JT_EDATA with one message in err naming the file, the array (/split/name),
+ * what was expected and what was found; then s is zeroed. Free with jt_data_close. */
 jt_status jt_data_open(jt_split *s, const char *path, const char *split,
                        const char *const *inputs, size_t n_inputs,
                        const char *const *labels, size_t n_labels,
@@ -57,9 +72,14 @@ jt_array *jt_data_find(const jt_split *s, const char *name);
 void jt_data_close(jt_split *s);
 
 /* Writes a synthetic data set with the arrays of AVFM (DESIGN.md; `jtrain synth`):
- * image uint8 [N,28,28], audio float32 [N,32,40], label/word/speaker/group int32 with `classes`,
- * caption int32 [N,L] with `vocab`, in splits train and test. Labels are learnable: label (and
- * group) from the image, word (== label) and speaker from the audio, caption spells the label. */
+ * image uint8 [N,28,28] (scale 1/255), audio float32 [N,32,40] (mean/std per band from train),
+ * label (10) / word (10, == label) / speaker (16; -1 on rows i % 50 == 3) / group (4, a function
+ * of label) int32 [N] with `classes`, caption int32 [N,11] with `vocab` ("<end>" = 0, then
+ * characters; -1 padded), in splits train and test. Labels are learnable: label (and group)
+ * from the image, word and speaker from the audio, caption spells the label's class name.
+ * Deterministic: the same (seed, n_train, n_test) give a byte-identical file.
+ * Returns JT_EUSAGE if a split would have 0 rows, JT_EDATA (message in err, partial file
+ * removed) if the file cannot be created or written. */
 jt_status jt_synth_write(const char *path, size_t n_train, size_t n_test, uint64_t seed,
                          char *err, size_t errlen);
 
