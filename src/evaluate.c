@@ -9,9 +9,48 @@
 #include "jtrain/config.h"
 #include "jtrain/train.h"
 
+void jt_head_eval_add(double *acc, const jt_xent_stats *st, size_t n_heads) {
+    for (size_t h = 0; h < n_heads; h++) {
+        double *a = acc + JT_HEAD_EVAL_FIELDS * h;
+        a[0] += st[h].loss_sum;
+        a[1] += (double)st[h].labelled;
+        a[2] += (double)st[h].correct;
+        a[3] += (double)st[h].seq_rows;
+        a[4] += (double)st[h].seq_exact;
+    }
+}
+
+void jt_head_eval_unpack(const double *acc, size_t n_heads, jt_head_eval *out) {
+    for (size_t h = 0; h < n_heads; h++) {
+        const double *a = acc + JT_HEAD_EVAL_FIELDS * h;
+        out[h] = (jt_head_eval){a[0], a[1], a[2], a[3], a[4]};
+    }
+}
+
+void jt_head_eval_print(const jt_model *m, const jt_head_eval *ev, FILE *out, FILE *json) {
+    for (size_t h = 0; h < m->n_heads; h++) {
+        const jt_chain *c = &m->chains[m->n_blocks + h];
+        double n = ev[h].labelled;
+        double loss = n > 0 ? ev[h].loss_sum / n : 0.0, acc = n > 0 ? ev[h].correct / n : 0.0;
+        double seq = ev[h].seq_rows > 0 ? ev[h].seq_exact / ev[h].seq_rows : 0.0;
+        if (out) {
+            fprintf(out, " | %s loss %.4f acc %.4f", c->name, loss, acc);
+            if (c->seq_len) fprintf(out, " seq %.4f", seq);
+        }
+        if (json) {
+            fprintf(json, "%s\"%s\": {\"loss\": %.6f, \"accuracy\": %.6f, \"n\": %.0f, "
+                    "\"correct\": %.0f", h ? ", " : "", c->name, loss, acc, n, ev[h].correct);
+            if (c->seq_len)
+                fprintf(json, ", \"sequence_accuracy\": %.6f, \"sequences\": %.0f", seq,
+                        ev[h].seq_rows);
+            fprintf(json, "}");
+        }
+    }
+}
+
 void jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out) {
     size_t nh = m->n_heads;
-    double *acc = jt_xcalloc(3 * nh + 1, sizeof(double));
+    double *acc = jt_xcalloc(JT_HEAD_EVAL_FIELDS * nh + 1, sizeof(double));
     const void *ptr[JT_MODEL_MAX_ARRAYS];
     jt_xent_stats st[JT_MODEL_MAX_ARRAYS];
     size_t rows = split->end - split->begin;
@@ -23,18 +62,10 @@ void jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out) {
         }
         jt_model_forward(m, ptr, NULL, n, 0, 0);
         jt_model_loss(m, ptr, n, NULL, 0, st);
-        for (size_t h = 0; h < nh; h++) {
-            acc[3 * h] += st[h].loss_sum;
-            acc[3 * h + 1] += (double)st[h].labelled;
-            acc[3 * h + 2] += (double)st[h].correct;
-        }
+        jt_head_eval_add(acc, st, nh);
     }
-    jt_comm_sum_f64(acc, 3 * nh);
-    for (size_t h = 0; h < nh; h++) {
-        out[h].loss_sum = acc[3 * h];
-        out[h].labelled = acc[3 * h + 1];
-        out[h].correct = acc[3 * h + 2];
-    }
+    jt_comm_sum_f64(acc, JT_HEAD_EVAL_FIELDS * nh);
+    jt_head_eval_unpack(acc, nh, out);
     free(acc);
 }
 
@@ -81,20 +112,23 @@ jt_status jt_eval_run(const char *ckpt, const char *data, const char *split_name
         if (json) printf("{\"checkpoint\": \"%s\", \"data\": \"%s\", \"split\": \"%s\", "
                          "\"step\": %llu, \"heads\": {", ckpt, path, sname,
                          (unsigned long long)cs.step);
-        for (size_t h = 0; h < m.n_heads; h++) {
-            const jt_head_eval *e = &ev[h];
-            double loss = e->labelled > 0 ? e->loss_sum / e->labelled : 0.0;
-            double accu = e->labelled > 0 ? e->correct / e->labelled : 0.0;
-            const char *name = m.chains[m.n_blocks + h].name;
-            if (json)
-                printf("%s\"%s\": {\"loss\": %.6f, \"accuracy\": %.6f, \"n\": %.0f, "
-                       "\"correct\": %.0f}", h ? ", " : "", name, loss, accu, e->labelled,
-                       e->correct);
-            else
-                printf("%-12s loss %.4f  accuracy %.4f  (%.0f/%.0f)\n", name, loss, accu,
-                       e->correct, e->labelled);
+        if (json) {
+            jt_head_eval_print(&m, ev, NULL, stdout);
+            printf("}}\n");
+        } else {
+            for (size_t h = 0; h < m.n_heads; h++) {
+                const jt_head_eval *e = &ev[h];
+                const jt_chain *c = &m.chains[m.n_blocks + h];
+                double n = e->labelled;
+                printf("%-12s loss %.4f  accuracy %.4f  (%.0f/%.0f)", c->name,
+                       n > 0 ? e->loss_sum / n : 0.0, n > 0 ? e->correct / n : 0.0, e->correct, n);
+                if (c->seq_len)
+                    printf("  sequence accuracy %.4f (%.0f/%.0f)",
+                           e->seq_rows > 0 ? e->seq_exact / e->seq_rows : 0.0, e->seq_exact,
+                           e->seq_rows);
+                printf("\n");
+            }
         }
-        if (json) printf("}}\n");
         fflush(stdout);
     }
 cleanup:

@@ -13,7 +13,7 @@
 // logits: (n, C), labels: (n) -> stats; dlogits: (n, C) = scale * (softmax - onehot), 0 if masked
 jt_xent_stats jt_softmax_xent(const float *logits, const int32_t *labels, size_t n, size_t C,
                               float scale, float *dlogits) {
-    jt_xent_stats st = {0.0, 0, 0};
+    jt_xent_stats st = {0.0, 0, 0, 0, 0};
     JT_CHECK(C > 0, "softmax cross-entropy with 0 classes");
     for (size_t i = 0; i < n; i++) {
         const float *z = logits + i * C;

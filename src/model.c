@@ -99,7 +99,12 @@ static int chain_index(const jt_model *m, size_t n, const char *name) {
 static jt_status setup_chain(jt_model *m, jt_chain *c, const jt_config *cfg,
                              const jt_layer_cfg *lc, size_t n_cfg, int line, char *err,
                              size_t errlen) {
-    size_t n = n_cfg + (c->is_head ? 1 : 0);
+    size_t n = n_cfg + (c->is_head && !c->seq_len ? 1 : 0);
+    if (c->seq_len && (n_cfg == 0 || strcmp(lc[n_cfg - 1].kind, "attn_decoder") != 0)) {
+        set_err(err, errlen, "%s:%d: model.heads.%s: its target is a sequence label, so the "
+                "head's last layer must be attn_decoder", cfg->source, line, c->name);
+        return JT_EUSAGE;
+    }
     c->n_layers = n;
     c->layers = jt_xcalloc(n, sizeof(jt_layer));
     c->ctx_block = jt_xcalloc(n, sizeof(int));
@@ -114,6 +119,10 @@ static jt_status setup_chain(jt_model *m, jt_chain *c, const jt_config *cfg,
             opts = lc[i].opts;
             lline = lc[i].line;
             snprintf(name, sizeof name, "%s.%zu.%s", c->name, i, kind);
+            if (c->seq_len && i == n_cfg - 1) { /* the decoder emits the target's tokens */
+                opts.vocab = (long)c->n_classes;
+                opts.length = (long)c->seq_len;
+            }
         } else { /* the projection jtrain adds to every head */
             kind = "dense";
             memset(&opts, 0, sizeof opts);
@@ -219,14 +228,8 @@ jt_status jt_model_build(jt_model *m, const jt_config *cfg, const jt_split *spli
                 st = JT_EUSAGE;
                 goto cleanup;
             }
-            if (split->arrays[t].shape.ndim != 0) {
-                set_err(err, errlen, "%s:%d: model.heads.%s.target: '%s' is a sequence label; "
-                        "a classification head needs a class label [N]", cfg->source, line,
-                        hc->name, hc->target);
-                st = JT_EUSAGE;
-                goto cleanup;
-            }
             c->target_array = (int)t;
+            if (split->arrays[t].shape.ndim == 1) c->seq_len = split->arrays[t].shape.d[0];
             c->n_classes = split->arrays[t].n_classes;
         }
         c->src_block = chain_index(m, m->n_blocks < k ? m->n_blocks : k, input);
@@ -277,13 +280,15 @@ static const float *chain_src(const jt_model *m, const jt_chain *c, const void *
 }
 
 static void make_ctx(const jt_model *m, const jt_chain *c, size_t i, size_t layer_index,
-                     int train, uint64_t step, const uint64_t *rows, jt_ctx *ctx) {
+                     int train, uint64_t step, const uint64_t *rows, const void *const *arrays,
+                     jt_ctx *ctx) {
     memset(ctx, 0, sizeof *ctx);
     ctx->train = train;
     ctx->seed = m->seed;
     ctx->step = step;
     ctx->rows = rows;
     ctx->layer_index = layer_index;
+    if (c->seq_len && c->target_array >= 0) ctx->tokens = arrays[c->target_array];
     if (c->ctx_block[i] >= 0) {
         const jt_chain *src = &m->chains[c->ctx_block[i]];
         ctx->aux = src->act[src->n_layers - 1];
@@ -300,7 +305,7 @@ void jt_model_forward(jt_model *m, const void *const *arrays, const uint64_t *ro
         const float *x = chain_src(m, c, arrays);
         for (size_t i = 0; i < c->n_layers; i++, li++) {
             jt_ctx ctx;
-            make_ctx(m, c, i, li, train, step, rows, &ctx);
+            make_ctx(m, c, i, li, train, step, rows, arrays, &ctx);
             c->layers[i].ops->forward(&c->layers[i], x, c->act[i], n, &ctx);
             x = c->act[i];
         }
@@ -315,7 +320,31 @@ void jt_model_loss(jt_model *m, const void *const *arrays, size_t n, const uint6
         uint64_t cnt = labelled ? labelled[h] : 0;
         float scale = cnt ? (float)(c->weight / (double)cnt) : 0.0f;
         float *dlogits = grad ? c->dact[c->n_layers - 1] : NULL;
-        stats[h] = jt_softmax_xent(c->act[c->n_layers - 1], y, n, c->n_classes, scale, dlogits);
+        const float *logits = c->act[c->n_layers - 1];
+        if (!c->seq_len) {
+            stats[h] = jt_softmax_xent(logits, y, n, c->n_classes, scale, dlogits);
+            continue;
+        }
+        /* a sequence head: one softmax cross-entropy per token, -1 tokens masked */
+        size_t L = c->seq_len, V = c->n_classes;
+        stats[h] = jt_softmax_xent(logits, y, n * L, V, scale, dlogits);
+        for (size_t r = 0; r < n; r++) {
+            size_t labelled_tokens = 0, right = 0;
+            for (size_t t = 0; t < L; t++) {
+                int32_t want = y[r * L + t];
+                if (want < 0) continue;
+                const float *z = logits + (r * L + t) * V;
+                size_t best = 0;
+                for (size_t v = 1; v < V; v++)
+                    if (z[v] > z[best]) best = v;
+                labelled_tokens++;
+                right += best == (size_t)want;
+            }
+            if (labelled_tokens) {
+                stats[h].seq_rows++;
+                stats[h].seq_exact += right == labelled_tokens;
+            }
+        }
     }
 }
 
@@ -334,7 +363,7 @@ void jt_model_backward(jt_model *m, const void *const *arrays, const uint64_t *r
         for (size_t i = c->n_layers; i-- > 0;) {
             li--;
             jt_ctx ctx;
-            make_ctx(m, c, i, li, 1, step, rows, &ctx);
+            make_ctx(m, c, i, li, 1, step, rows, arrays, &ctx);
             const float *x = i ? c->act[i - 1] : src;
             float *dx = i ? c->dact[i - 1] : c->dsrc; /* dsrc is NULL for data inputs */
             c->layers[i].ops->backward(&c->layers[i], x, c->act[i], c->dact[i], dx, n, &ctx);
@@ -367,7 +396,11 @@ void jt_model_print_summary(const jt_model *m, FILE *out) {
         jt_shape_format(&c->in, in, sizeof in);
         const char *src = c->src_block >= 0 ? m->chains[c->src_block].name : "(data)";
         fprintf(out, "%s %s <- %s %s", c->is_head ? "head " : "block", c->name, src, in);
-        if (c->is_head) fprintf(out, "  weight %g, %zu classes", c->weight, c->n_classes);
+        if (c->is_head && c->seq_len)
+            fprintf(out, "  weight %g, sequences of %zu tokens over %zu", c->weight, c->seq_len,
+                    c->n_classes);
+        else if (c->is_head)
+            fprintf(out, "  weight %g, %zu classes", c->weight, c->n_classes);
         fprintf(out, "\n");
         for (size_t i = 0; i < c->n_layers; i++) {
             const jt_layer *l = &c->layers[i];

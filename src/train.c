@@ -147,19 +147,36 @@ static void print_eval(run *r, const char *split) {
     if (r->metrics)
         fprintf(r->metrics, "{\"type\": \"eval\", \"split\": \"%s\", \"step\": %llu, \"heads\": {",
                 split, (unsigned long long)r->step);
-    for (size_t h = 0; h < r->model.n_heads; h++) {
-        double loss = ev[h].labelled > 0 ? ev[h].loss_sum / ev[h].labelled : 0.0;
-        double acc = ev[h].labelled > 0 ? ev[h].correct / ev[h].labelled : 0.0;
-        const char *name = r->model.chains[r->model.n_blocks + h].name;
-        printf(" | %s loss %.4f accuracy %.4f (n %.0f)", name, loss, acc, ev[h].labelled);
-        if (r->metrics)
-            fprintf(r->metrics, "%s\"%s\": {\"loss\": %.6f, \"accuracy\": %.6f, \"n\": %.0f}",
-                    h ? ", " : "", name, loss, acc, ev[h].labelled);
-    }
+    jt_head_eval_print(&r->model, ev, stdout, r->metrics);
     printf("\n");
     fflush(stdout);
     if (r->metrics) {
         fprintf(r->metrics, "}}\n");
+        fflush(r->metrics);
+    }
+}
+
+/* Rank 0: one progress line (and JSONL record) from the global sums of the last interval. */
+static void log_train(run *r, const double *interval, double sps) {
+    const jt_model *m = &r->model;
+    jt_head_eval ev[JT_MODEL_MAX_ARRAYS];
+    jt_head_eval_unpack(interval, m->n_heads, ev);
+    double total = 0;
+    for (size_t h = 0; h < m->n_heads; h++)
+        if (ev[h].labelled > 0)
+            total += m->chains[m->n_blocks + h].weight * ev[h].loss_sum / ev[h].labelled;
+    /* 1-based epoch of the batch just trained */
+    unsigned long long ep = r->epoch_step ? r->epoch + 1 : r->epoch;
+    printf("epoch %llu step %llu/%llu", ep, (unsigned long long)r->step,
+           (unsigned long long)r->total_steps);
+    if (r->metrics)
+        fprintf(r->metrics, "{\"type\": \"train\", \"step\": %llu, \"epoch\": %llu, \"heads\": {",
+                (unsigned long long)r->step, ep);
+    jt_head_eval_print(m, ev, stdout, r->metrics);
+    printf(" | total %.4f | %.0f samples/s\n", total, sps);
+    fflush(stdout);
+    if (r->metrics) {
+        fprintf(r->metrics, "}, \"loss\": %.6f, \"samples_per_s\": %.1f}\n", total, sps);
         fflush(r->metrics);
     }
 }
@@ -281,9 +298,12 @@ jt_status jt_train_run(const jt_train_args *a) {
     jt_model *m = &r.model;
     jt_params *p = &m->params;
     size_t nh = m->n_heads;
-    JT_CHECK(3 * nh + 1 <= JT_PARAMS_CTRL, "too many heads (%zu)", nh);
+    /* ctrl: each head's JT_HEAD_EVAL_FIELDS local sums, then the stop flag */
+    const size_t nf = JT_HEAD_EVAL_FIELDS * nh;
+    JT_CHECK(nf + 1 <= JT_PARAMS_CTRL, "too many heads (%zu)", nh);
     float *ctrl = p->g + p->total;
-    double *interval = jt_xcalloc(3 * nh + 1, sizeof(double)); /* metrics since the last log */
+    double *interval = jt_xcalloc(nf + 1, sizeof(double)); /* global sums since the last log */
+    double *local = jt_xcalloc(nf, sizeof(double));
     double t_log = jt_now();
     uint64_t last_saved = UINT64_MAX;
     const void *ptr[JT_MODEL_MAX_ARRAYS];
@@ -306,18 +326,16 @@ jt_status jt_train_run(const jt_train_args *a) {
             jt_model_forward(m, ptr, b->rows, b->n, 1, r.step);
             jt_model_loss(m, ptr, b->n, labelled, 1, stats);
             jt_model_backward(m, ptr, b->rows, b->n, r.step);
-            for (size_t h = 0; h < nh; h++) {
-                ctrl[3 * h] = (float)stats[h].loss_sum;
-                ctrl[3 * h + 1] = (float)stats[h].labelled;
-                ctrl[3 * h + 2] = (float)stats[h].correct;
-            }
+            memset(local, 0, nf * sizeof(double));
+            jt_head_eval_add(local, stats, nh);
+            for (size_t i = 0; i < nf; i++) ctrl[i] = (float)local[i];
         }
-        ctrl[3 * nh] = g_stop_signal ? 1.0f : 0.0f;
+        ctrl[nf] = g_stop_signal ? 1.0f : 0.0f;
         jt_comm_sum_f32(p->g, p->total + JT_PARAMS_CTRL);
 
         double norm = jt_clip_grad_norm(p->g, p->total, r.cfg.train.clip_norm);
         int finite = isfinite(norm);
-        for (size_t h = 0; h < nh; h++) finite &= isfinite(ctrl[3 * h]);
+        for (size_t h = 0; h < nh; h++) finite &= isfinite(ctrl[JT_HEAD_EVAL_FIELDS * h]);
         if (!finite) { /* the same reduced buffer on every rank: all ranks stop here */
             if (r.rank == 0)
                 jt_errorf("numerical error at step %llu: loss or gradient is NaN/Inf "
@@ -329,47 +347,19 @@ jt_status jt_train_run(const jt_train_args *a) {
         jt_adam_step(p->w, p->g, p->m, p->v, p->total, &r.cfg.train.adam, ++r.adam_t);
         r.step++;
 
-        for (size_t h = 0; h < nh; h++) {
-            interval[3 * h] += ctrl[3 * h];
-            interval[3 * h + 1] += ctrl[3 * h + 1];
-            interval[3 * h + 2] += ctrl[3 * h + 2];
-        }
-        interval[3 * nh] += (double)b->global_n;
+        for (size_t i = 0; i < nf; i++) interval[i] += ctrl[i];
+        interval[nf] += (double)b->global_n;
         if (r.step % (uint64_t)r.cfg.log.every_steps == 0 || r.step == r.total_steps) {
-            double now = jt_now(), total = 0;
-            double sps = interval[3 * nh] / (now - t_log > 1e-9 ? now - t_log : 1e-9);
-            if (r.rank == 0) {
-                /* 1-based epoch of the batch just trained */
-                unsigned long long ep = r.epoch_step ? r.epoch + 1 : r.epoch;
-                printf("epoch %llu step %llu/%llu", ep, (unsigned long long)r.step,
-                       (unsigned long long)r.total_steps);
-                if (r.metrics)
-                    fprintf(r.metrics, "{\"type\": \"train\", \"step\": %llu, \"epoch\": %llu, "
-                            "\"heads\": {", (unsigned long long)r.step, ep);
-                for (size_t h = 0; h < nh; h++) {
-                    double n = interval[3 * h + 1];
-                    double loss = n > 0 ? interval[3 * h] / n : 0, acc = n > 0 ? interval[3 * h + 2] / n : 0;
-                    total += m->chains[m->n_blocks + h].weight * loss;
-                    const char *name = m->chains[m->n_blocks + h].name;
-                    printf(" | %s loss %.4f acc %.4f", name, loss, acc);
-                    if (r.metrics)
-                        fprintf(r.metrics, "%s\"%s\": {\"loss\": %.6f, \"accuracy\": %.6f}",
-                                h ? ", " : "", name, loss, acc);
-                }
-                printf(" | total %.4f | %.0f samples/s\n", total, sps);
-                fflush(stdout);
-                if (r.metrics) {
-                    fprintf(r.metrics, "}, \"loss\": %.6f, \"samples_per_s\": %.1f}\n", total, sps);
-                    fflush(r.metrics);
-                }
-            }
-            memset(interval, 0, (3 * nh + 1) * sizeof(double));
+            double now = jt_now();
+            double sps = interval[nf] / (now - t_log > 1e-9 ? now - t_log : 1e-9);
+            if (r.rank == 0) log_train(&r, interval, sps);
+            memset(interval, 0, (nf + 1) * sizeof(double));
             t_log = jt_now();
         }
         if (r.cfg.train.eval_every > 0 && r.step % (uint64_t)r.cfg.train.eval_every == 0 &&
             r.step < r.total_steps)
             print_eval(&r, r.cfg.data.eval);
-        int stop = ctrl[3 * nh] > 0.0f;
+        int stop = ctrl[nf] > 0.0f;
         if ((r.cfg.checkpoint.every_steps > 0 &&
              r.step % (uint64_t)r.cfg.checkpoint.every_steps == 0) ||
             r.step == r.total_steps || stop) {
@@ -399,6 +389,7 @@ jt_status jt_train_run(const jt_train_args *a) {
     if (st == JT_OK && last_saved != r.step) st = save_checkpoint(&r);
     if (st == JT_OK) print_eval(&r, r.cfg.data.eval);
     free(interval);
+    free(local);
     run_free(&r);
     return st;
 }

@@ -44,6 +44,9 @@ typedef struct {
     long heads;            /* multi-head attention */
     int return_sequences;  /* gru, lstm: 1 whole sequence (n, T, units), 0 last state (n, units) */
     char context[JT_NAME_MAX]; /* cross-attention: the block whose output is attended over */
+    /* set by the model, not by the config: */
+    long vocab;            /* attn_decoder: output vocabulary size V (the target's `vocab`) */
+    long length;           /* attn_decoder: output sequence length L (the target's [N, L]) */
 } jt_layer_opts;
 
 /* One "key: value" of a layer's settings in the config, with its line for messages. */
@@ -62,6 +65,7 @@ typedef struct {
     size_t layer_index;    /* index of the layer in the model, for per-layer streams */
     const float *aux;      /* second input (cross-attention context), shape l->aux, or NULL */
     float *daux;           /* its gradient: backward ADDS into it; NULL if not needed */
+    const int32_t *tokens; /* attn_decoder: target sequences (n, L), -1 padded (teacher forcing) */
 } jt_ctx;
 
 typedef struct jt_layer jt_layer;

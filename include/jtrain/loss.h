@@ -12,6 +12,8 @@ typedef struct {
     double loss_sum;   /* sum over labelled rows of -log softmax(logits)[label] (unscaled) */
     size_t labelled;   /* rows with label >= 0 */
     size_t correct;    /* labelled rows whose argmax equals the label */
+    size_t seq_rows;   /* sequence heads (set by the model): samples with a labelled token */
+    size_t seq_exact;  /* ... whose every labelled token is predicted right */
 } jt_xent_stats;
 
 /* logits: (n, C); labels: (n), -1 = masked, else in [0, C). dlogits (may be NULL): (n, C),

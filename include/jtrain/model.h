@@ -1,7 +1,9 @@
 /* model.h - a model is a small graph of named chains of layers, built from the config:
  * blocks (input: a data set array or another block) and heads (input: a block; extra layers,
  * then a dense projection to the target's classes that jtrain adds, and a softmax
- * cross-entropy loss on a label array, with a weight). Architectures 1-3 of DESIGN.md are
+ * cross-entropy loss on a label array, with a weight). A head whose target is a sequence label
+ * [N, L] ends with an attn_decoder layer instead (its logits are (L, vocab); the model sets its
+ * vocab and length and feeds it the target tokens for teacher forcing) and a per-token loss. Architectures 1-3 of DESIGN.md are
  * configs of this one graph.
  *
  * Invariants: all memory (parameters, activations, gradients, workspaces) is sized for max_n
@@ -39,7 +41,8 @@ typedef struct {
     /* heads only */
     int target_array;     /* index into the split's arrays */
     double weight;
-    size_t n_classes;
+    size_t n_classes;     /* classes, or the vocabulary of a sequence target */
+    size_t seq_len;       /* sequence heads: L of the target [N, L]; 0 for class targets */
 } jt_chain;
 
 typedef struct {

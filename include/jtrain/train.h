@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "jtrain/common.h"
 #include "jtrain/data.h"
@@ -20,9 +21,20 @@ typedef struct {
 /* Trains as the config says; prints the resolved config, progress and final per-head eval. */
 jt_status jt_train_run(const jt_train_args *args);
 
+/* One head's metrics summed over all ranks. Sequence heads count tokens in labelled/correct
+ * (token accuracy) and samples in seq_rows/seq_exact (exact-sequence accuracy). */
 typedef struct {
-    double loss_sum, labelled, correct; /* summed over all ranks */
+    double loss_sum, labelled, correct, seq_rows, seq_exact;
 } jt_head_eval;
+#define JT_HEAD_EVAL_FIELDS 5
+
+/* Adds a batch's local stats of every head into acc (JT_HEAD_EVAL_FIELDS doubles per head). */
+void jt_head_eval_add(double *acc, const jt_xent_stats *st, size_t n_heads);
+/* Unpacks acc (as filled by jt_head_eval_add, then summed over ranks) into out. */
+void jt_head_eval_unpack(const double *acc, size_t n_heads, jt_head_eval *out);
+/* Prints " | NAME loss L acc A [seq S]" for every head to out, and the same as JSON members
+ * ("NAME": {"loss": .., "accuracy": .., "n": .., ["sequence_accuracy": ..]}) to json if not NULL. */
+void jt_head_eval_print(const jt_model *m, const jt_head_eval *ev, FILE *out, FILE *json);
 
 /* Evaluates m on this rank's shard of split (all rows, in chunks of m->max_n) and sums the
  * per-head metrics over ranks into out[h] (exact: each row is in one shard). Collective. */
