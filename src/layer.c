@@ -31,6 +31,7 @@ static const jt_layer_ops *const g_kinds[] = {
     &jt_layer_attention_pool,
     &jt_layer_self_attention,
     &jt_layer_cross_attention,
+    &jt_layer_attn_decoder,
 
     /* ---- end of kinds ---- */
     NULL,

@@ -31,6 +31,7 @@ extern const jt_layer_ops jt_layer_layernorm;
 extern const jt_layer_ops jt_layer_attention_pool;
 extern const jt_layer_ops jt_layer_self_attention;
 extern const jt_layer_ops jt_layer_cross_attention;
+extern const jt_layer_ops jt_layer_attn_decoder; /* src/layer_decoder.c */
 
 /* ---- end of kinds ---- */
 

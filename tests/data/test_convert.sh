@@ -7,6 +7,7 @@
 # Env: JT_SRC (source dir), JT_TMP (scratch dir), JT_PYTHON (a python candidate).
 # Exit 77 (skip) when no Python imports numpy and h5py.
 set -u
+export PYTHONDONTWRITEBYTECODE=1   # no __pycache__ in the source tree
 src=${JT_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}
 tmp=${JT_TMP:-/tmp/jt-test-convert-$$}
 mkdir -p "$tmp" || { echo "FAIL: cannot create $tmp"; exit 1; }
