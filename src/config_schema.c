@@ -426,19 +426,24 @@ static jt_status parse_train(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
     if (!s) return missing(d, root, "train", "batch_size");
     jt_status st = check_map(d, s, "train", k_train);
     if (st != JT_OK) return st;
+    /* Exactly one of epochs / steps is > 0; 0 switches one off, so an override can swap them
+     * (--set train.epochs=0 --set train.steps=100). */
     yaml_node_t *e = get(d, s, "epochs"), *n = get(d, s, "steps");
-    if (e && n) { /* blame the one given last: an override, or the later line */
+    yaml_node_t *tk = get_key(d, root, "train");
+    if ((st = get_long(d, s, "train", "epochs", 0, LONG_MAX, &c->train.epochs)) ||
+        (st = get_long(d, s, "train", "steps", 0, LONG_MAX, &c->train.steps)))
+        return st;
+    if (c->train.epochs > 0 && c->train.steps > 0) { /* blame the later: an override, or line */
         int steps_last = jt_cfg_node_id(d, n) > jt_cfg_node_id(d, e);
         return jt_cfg_fail(d, steps_last ? n : e, steps_last ? "train.steps" : "train.epochs",
-                           "give train.epochs or train.steps, not both");
+                           "give train.epochs or train.steps, not both (0 switches one off)");
     }
-    yaml_node_t *tk = get_key(d, root, "train");
-    if (!e && !n)
-        return jt_cfg_fail(d, tk, "train.epochs", "required key is missing (or give train.steps)");
+    if (c->train.epochs == 0 && c->train.steps == 0)
+        return jt_cfg_fail(d, e ? e : n ? n : tk, "train.epochs",
+                           e || n ? "train.epochs or train.steps must be > 0"
+                                  : "required key is missing (or give train.steps)");
     if (!get(d, s, "batch_size")) return missing(d, tk, "train", "batch_size");
-    if ((st = get_long(d, s, "train", "epochs", 1, LONG_MAX, &c->train.epochs)) ||
-        (st = get_long(d, s, "train", "steps", 1, LONG_MAX, &c->train.steps)) ||
-        (st = get_long(d, s, "train", "batch_size", 1, LONG_MAX, &c->train.batch_size)) ||
+    if ((st = get_long(d, s, "train", "batch_size", 1, LONG_MAX, &c->train.batch_size)) ||
         (st = get_u64(d, s, "train", "seed", &c->train.seed)) ||
         (st = get_double(d, s, "train", "clip_norm", JT_RANGE_NONNEG, &c->train.clip_norm)) ||
         (st = get_long(d, s, "train", "eval_every", 0, LONG_MAX, &c->train.eval_every)) ||

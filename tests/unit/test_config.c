@@ -337,6 +337,15 @@ static void test_epochs_and_steps(void **state) {
     (void)state;
     expect_full_error(0, NULL, 17, "  epochs: 3", SRC ":19: train.steps", "train.epochs", "not both");
     expect_full_error(0, NULL, 18, "  epochs: 3", SRC ":19: train.epochs", "train.steps", "not both");
+    /* 0 switches one off, so an override can swap a recipe's epochs for steps */
+    const char *swap[] = {"train.epochs=2", "train.steps=0"};
+    jt_config c;
+    parse_ok(&c, MIN, swap, 2);
+    assert_int_equal(c.train.epochs, 2);
+    assert_int_equal(c.train.steps, 0);
+    jt_config_free(&c);
+    const char *none[] = {"train.steps=0"};
+    expect_error(MIN, none, 1, "train.epochs", "must be > 0", NULL);
 }
 
 static void test_duplicates_and_names(void **state) {
