@@ -71,6 +71,13 @@ jt_status jt_comm_agree(jt_status st, int *first) {
     return (jt_status)worst[0];
 }
 
+jt_status jt_comm_agree_report(jt_status st, const char *err) {
+    int first = -1;
+    jt_status all = jt_comm_agree(st, &first);
+    if (st != JT_OK && first == jt_comm_rank()) jt_errorf("%s", err);
+    return all;
+}
+
 int jt_comm_same_u64(uint64_t v) {
     uint64_t lo = v, hi = v;
     MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);

@@ -69,14 +69,6 @@ void jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out) {
     free(acc);
 }
 
-/* Rank 0 prints err if this rank is the first that failed; all ranks return the agreed status. */
-static jt_status agree(jt_status st, const char *err) {
-    int first = -1;
-    jt_status all = jt_comm_agree(st, &first);
-    if (st != JT_OK && first == jt_comm_rank()) jt_errorf("%s", err);
-    return all;
-}
-
 jt_status jt_eval_run(const char *ckpt, const char *data, const char *split_name, int json) {
     char err[2048] = "";
     jt_ckpt_state cs;
@@ -90,21 +82,21 @@ jt_status jt_eval_run(const char *ckpt, const char *data, const char *split_name
     jt_head_eval *ev = NULL;
     int rank = jt_comm_rank(), world = jt_comm_size();
 
-    jt_status st = agree(jt_ckpt_read_state(ckpt, &cs, err, sizeof err), err);
+    jt_status st = jt_comm_agree_report(jt_ckpt_read_state(ckpt, &cs, err, sizeof err), err);
     if (st != JT_OK) goto cleanup;
     st = jt_config_parse(&cfg, cs.config_text, ckpt, NULL, 0, err, sizeof err);
-    if ((st = agree(st == JT_OK ? JT_OK : JT_ECKPT, err)) != JT_OK) goto cleanup;
+    if ((st = jt_comm_agree_report(st == JT_OK ? JT_OK : JT_ECKPT, err)) != JT_OK) goto cleanup;
     const char *path = data ? data : cfg.data.file;
     const char *sname = split_name ? split_name : cfg.data.eval;
     const char *inputs[JT_MODEL_MAX_ARRAYS], *labels[JT_MODEL_MAX_ARRAYS];
     size_t ni, nl;
     jt_model_arrays(&cfg, inputs, &ni, labels, &nl);
-    st = agree(jt_data_open(&split, path, sname, inputs, ni, labels, nl, rank, world, err,
+    st = jt_comm_agree_report(jt_data_open(&split, path, sname, inputs, ni, labels, nl, rank, world, err,
                             sizeof err), err);
     if (st != JT_OK) goto cleanup;
-    st = agree(jt_model_build(&m, &cfg, &split, 256, err, sizeof err), err);
+    st = jt_comm_agree_report(jt_model_build(&m, &cfg, &split, 256, err, sizeof err), err);
     if (st != JT_OK) goto cleanup;
-    st = agree(jt_ckpt_load(ckpt, &m.params, &cs, err, sizeof err), err);
+    st = jt_comm_agree_report(jt_ckpt_load(ckpt, &m.params, &cs, err, sizeof err), err);
     if (st != JT_OK) goto cleanup;
     ev = jt_xcalloc(m.n_heads, sizeof *ev);
     jt_evaluate(&m, &split, ev);

@@ -49,14 +49,6 @@ static void install_signals(void) {
     sigaction(SIGTERM, &sa, NULL);
 }
 
-/* The first failing rank reports err; every rank returns the agreed status. */
-static jt_status agree(jt_status st, const char *err) {
-    int first = -1;
-    jt_status all = jt_comm_agree(st, &first);
-    if (st != JT_OK && first == jt_comm_rank()) jt_errorf("%s", err);
-    return all;
-}
-
 static uint64_t fnv1a(const char *s) {
     uint64_t h = 0xcbf29ce484222325ULL;
     for (; *s; s++) {
@@ -99,7 +91,7 @@ static jt_status save_checkpoint(run *r) {
         if (st == JT_OK) printf("checkpoint %s\n", path);
         fflush(stdout);
     }
-    return agree(st, err);
+    return jt_comm_agree_report(st, err);
 }
 
 static jt_status restore(run *r, const char *resume) {
@@ -107,7 +99,7 @@ static jt_status restore(run *r, const char *resume) {
     jt_status st = JT_OK;
     if (strcmp(resume, "auto") == 0) {
         st = jt_ckpt_latest(r->cfg.checkpoint.dir, path, sizeof path, err, sizeof err);
-        if ((st = agree(st, err)) != JT_OK) return st;
+        if ((st = jt_comm_agree_report(st, err)) != JT_OK) return st;
         if (!path[0]) {
             if (r->rank == 0) printf("resume: no checkpoint in %s, starting fresh\n",
                                      r->cfg.checkpoint.dir);
@@ -118,12 +110,12 @@ static jt_status restore(run *r, const char *resume) {
     }
     jt_ckpt_state cs;
     memset(&cs, 0, sizeof cs);
-    st = agree(jt_ckpt_load(path, &r->model.params, &cs, err, sizeof err), err);
+    st = jt_comm_agree_report(jt_ckpt_load(path, &r->model.params, &cs, err, sizeof err), err);
     if (st == JT_OK && cs.seed != r->cfg.train.seed) {
         snprintf(err, sizeof err, "checkpoint %s was written with train.seed %llu, the config "
                  "says %llu", path, (unsigned long long)cs.seed,
                  (unsigned long long)r->cfg.train.seed);
-        st = agree(JT_ECKPT, err);
+        st = jt_comm_agree_report(JT_ECKPT, err);
     }
     if (st == JT_OK) {
         r->step = cs.step;
@@ -204,19 +196,19 @@ static jt_status setup(run *r, const jt_train_args *a) {
     char err[2048] = "";
     r->rank = jt_comm_rank();
     r->world = jt_comm_size();
-    jt_status st = agree(jt_config_load(&r->cfg, a->config_path, a->sets, a->n_sets, err,
+    jt_status st = jt_comm_agree_report(jt_config_load(&r->cfg, a->config_path, a->sets, a->n_sets, err,
                                         sizeof err), err);
     if (st != JT_OK) return st;
     r->cfg_text = jt_config_to_yaml(&r->cfg);
     if (!jt_comm_same_u64(fnv1a(r->cfg_text))) {
         snprintf(err, sizeof err, "the resolved config differs between ranks");
-        return agree(JT_ERANKS, err);
+        return jt_comm_agree_report(JT_ERANKS, err);
     }
     const jt_config *c = &r->cfg;
     if ((size_t)c->train.batch_size < (size_t)r->world) {
         snprintf(err, sizeof err, "%s: train.batch_size %ld is smaller than the %d ranks",
                  c->source, c->train.batch_size, r->world);
-        return agree(JT_EUSAGE, err);
+        return jt_comm_agree_report(JT_EUSAGE, err);
     }
     if (c->train.threads > 0) openblas_set_num_threads((int)c->train.threads);
     else if (r->world > 1) openblas_set_num_threads(1);
@@ -224,21 +216,21 @@ static jt_status setup(run *r, const jt_train_args *a) {
     const char *inputs[JT_MODEL_MAX_ARRAYS], *labels[JT_MODEL_MAX_ARRAYS];
     size_t ni, nl;
     jt_model_arrays(c, inputs, &ni, labels, &nl);
-    st = agree(jt_data_open(&r->train, c->data.file, c->data.train, inputs, ni, labels, nl,
+    st = jt_comm_agree_report(jt_data_open(&r->train, c->data.file, c->data.train, inputs, ni, labels, nl,
                             r->rank, r->world, err, sizeof err), err);
     if (st != JT_OK) return st;
-    st = agree(jt_data_open(&r->eval, c->data.file, c->data.eval, inputs, ni, labels, nl,
+    st = jt_comm_agree_report(jt_data_open(&r->eval, c->data.file, c->data.eval, inputs, ni, labels, nl,
                             r->rank, r->world, err, sizeof err), err);
     if (st != JT_OK) return st;
-    if ((st = agree(check_same_layout(&r->train, &r->eval, err, sizeof err), err)) != JT_OK)
+    if ((st = jt_comm_agree_report(check_same_layout(&r->train, &r->eval, err, sizeof err), err)) != JT_OK)
         return st;
     size_t max_n = ((size_t)c->train.batch_size + (size_t)r->world - 1) / (size_t)r->world;
-    st = agree(jt_model_build(&r->model, c, &r->train, max_n, err, sizeof err), err);
+    st = jt_comm_agree_report(jt_model_build(&r->model, c, &r->train, max_n, err, sizeof err), err);
     if (st != JT_OK) return st;
     /* All ranks initialised from the same seed: prove the replicas are identical. */
     if (!jt_comm_same_u64(jt_model_checksum(&r->model))) {
         snprintf(err, sizeof err, "initial parameters differ between ranks (checksum)");
-        return agree(JT_ERANKS, err);
+        return jt_comm_agree_report(JT_ERANKS, err);
     }
     jt_batcher_init(&r->batcher, &r->train, (size_t)c->train.batch_size, c->train.seed);
     r->total_steps = c->train.steps > 0
@@ -249,7 +241,7 @@ static jt_status setup(run *r, const jt_train_args *a) {
         if (st != JT_OK) return st;
         if (!jt_comm_same_u64(jt_model_checksum(&r->model))) {
             snprintf(err, sizeof err, "parameters differ between ranks after loading");
-            return agree(JT_ERANKS, err);
+            return jt_comm_agree_report(JT_ERANKS, err);
         }
     }
     if (r->rank == 0) {
@@ -270,7 +262,7 @@ static jt_status setup(run *r, const jt_train_args *a) {
             }
         }
     }
-    return agree(st, err);
+    return jt_comm_agree_report(st, err);
 }
 
 static void print_header(run *r) {

@@ -27,6 +27,8 @@ void jt_comm_sum_u64(uint64_t *buf, size_t n);
  * step that may fail on one rank only, so all ranks fail together instead of hanging. If first
  * is not NULL it receives the lowest failing rank (-1 if none), the one that should report. */
 jt_status jt_comm_agree(jt_status st, int *first);
+/* jt_comm_agree, and the lowest failing rank prints err (one line, not one per rank). */
+jt_status jt_comm_agree_report(jt_status st, const char *err);
 /* 1 if v is the same on every rank. */
 int jt_comm_same_u64(uint64_t v);
 void jt_comm_bcast_f32(float *buf, size_t n, int root);
