@@ -94,6 +94,34 @@ static jt_status save_checkpoint(run *r) {
     return jt_comm_agree_report(st, err);
 }
 
+/* The saved data position only means the same batches under the same seed, global batch size
+ * and split size (DESIGN.md: it does not depend on the number of ranks). */
+static jt_status check_position(const run *r, const char *path, const jt_ckpt_state *cs,
+                                char *err, size_t errlen) {
+    jt_config saved;
+    char perr[512];
+    if (jt_config_parse(&saved, cs->config_text, path, NULL, 0, perr, sizeof perr) != JT_OK) {
+        snprintf(err, errlen, "checkpoint %s: its config does not parse: %s", path, perr);
+        return JT_ECKPT;
+    }
+    long saved_batch = saved.train.batch_size;
+    jt_config_free(&saved);
+    if (cs->seed != r->cfg.train.seed || saved_batch != r->cfg.train.batch_size) {
+        snprintf(err, errlen, "checkpoint %s was written with train.seed %llu and "
+                 "train.batch_size %ld, the config says %llu and %ld: its data position would "
+                 "mean other batches", path, (unsigned long long)cs->seed, saved_batch,
+                 (unsigned long long)r->cfg.train.seed, r->cfg.train.batch_size);
+        return JT_ECKPT;
+    }
+    if (cs->epoch_step >= r->batcher.steps_per_epoch) {
+        snprintf(err, errlen, "checkpoint %s is at batch %llu of an epoch, but %s has only %zu "
+                 "batches per epoch", path, (unsigned long long)cs->epoch_step, r->train.path,
+                 r->batcher.steps_per_epoch);
+        return JT_ECKPT;
+    }
+    return JT_OK;
+}
+
 static jt_status restore(run *r, const char *resume) {
     char err[2048] = "", path[JT_PATH_MAX] = "";
     jt_status st = JT_OK;
@@ -111,12 +139,7 @@ static jt_status restore(run *r, const char *resume) {
     jt_ckpt_state cs;
     memset(&cs, 0, sizeof cs);
     st = jt_comm_agree_report(jt_ckpt_load(path, &r->model.params, &cs, err, sizeof err), err);
-    if (st == JT_OK && cs.seed != r->cfg.train.seed) {
-        snprintf(err, sizeof err, "checkpoint %s was written with train.seed %llu, the config "
-                 "says %llu", path, (unsigned long long)cs.seed,
-                 (unsigned long long)r->cfg.train.seed);
-        st = jt_comm_agree_report(JT_ECKPT, err);
-    }
+    if (st == JT_OK) st = jt_comm_agree_report(check_position(r, path, &cs, err, sizeof err), err);
     if (st == JT_OK) {
         r->step = cs.step;
         r->epoch = cs.epoch;

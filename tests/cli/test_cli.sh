@@ -90,7 +90,10 @@ for h in ('word', 'speaker'):
 "$JTRAIN" summary "$cfg" | grep -q "total parameters" || fail "summary of a config"
 "$JTRAIN" summary run/ckpt-00000020.h5 | grep -q "trunk.0.flatten" || fail "summary of a checkpoint"
 expect_exit 4 "no-such-ckpt.h5" -- "$JTRAIN" eval no-such-ckpt.h5
-"$PY" -c "import h5py; f=h5py.File('run/ckpt-00000020.h5','r+'); f['params/trunk.1.dense.W'][0,0] += 1"
-expect_exit 4 "checksum" -- "$JTRAIN" eval run/ckpt-00000020.h5
+expect_exit 4 "train.batch_size 32.*says 5 and 16" -- "$JTRAIN" train "$cfg" --set checkpoint.dir=run3 \
+  --set train.batch_size=16 --resume run/ckpt-00000020.h5
 expect_exit 4 "trunk.1.dense.W.*shape" -- "$JTRAIN" train "$cfg" --set checkpoint.dir=run2 \
   --set 'model.blocks.trunk.layers=[flatten, {dense: {units: 8}}, relu]' --resume run/ckpt-00000020.h5
+# Last, as it damages the checkpoint: a changed value fails its section checksum.
+"$PY" -c "import h5py; f=h5py.File('run/ckpt-00000020.h5','r+'); f['params/trunk.1.dense.W'][0,0] += 1"
+expect_exit 4 "checksum" -- "$JTRAIN" eval run/ckpt-00000020.h5
