@@ -38,49 +38,10 @@ static jt_layer_opts dec_opts(long units, long vocab, long length) {
     return o;
 }
 
-/* ---- a built decoder with its own parameters and workspace ---- */
-
-typedef struct {
-    jt_layer l;
-    jt_params p;
-} dl_layer;
-
-static void dl_build(dl_layer *t, jt_shape in, size_t max_n, uint64_t seed) {
-    char err[512] = "";
+/* A built decoder (tu_layer_build) with the test's settings and name. */
+static void dl_build(tu_layer *t, jt_shape in, size_t max_n, uint64_t seed) {
     jt_layer_opts o = dec_opts(NU, NV, NL);
-    jt_params_init(&t->p);
-    jt_status st = jt_layer_setup(&t->l, "attn_decoder", "cap.0.attn_decoder", &o, &in, NULL,
-                                  max_n, &t->p, err, sizeof err);
-    if (st != JT_OK) fail_msg("setup: %s", err);
-    jt_params_alloc(&t->p);
-    jt_layer_bind(&t->l, &t->p);
-    t->l.ws = jt_alloc_floats(t->l.ws_floats);
-    jt_rng r;
-    jt_rng_seed(&r, seed, JT_RNG_INIT, 0, 0, 0);
-    t->l.ops->init(&t->l, &r);
-    /* non-zero biases, so every parameter is exercised */
-    for (size_t k = 0; k < t->p.total; k++) t->p.w[k] += 0.2f * (jt_rng_uniform(&r) - 0.5f);
-}
-
-static void dl_free(dl_layer *t) {
-    jt_free_aligned(t->l.ws);
-    jt_params_free(&t->p);
-}
-
-static const float *dl_param(const dl_layer *t, const char *pname) {
-    char full[2 * JT_VIEW_NAME_MAX];
-    snprintf(full, sizeof full, "%s.%s", t->l.name, pname);
-    long v = jt_params_find(&t->p, full);
-    if (v < 0) fail_msg("no parameter %s", full);
-    return jt_params_w(&t->p, (size_t)v);
-}
-
-static float *rand_floats(size_t n, uint64_t seed) {
-    float *x = jt_alloc_floats(n);
-    jt_rng r;
-    jt_rng_seed(&r, seed, JT_RNG_TEST, 4, 5, 6);
-    tu_fill_uniform(x, n, -1.0f, 1.0f, &r);
-    return x;
+    tu_layer_build(t, "attn_decoder", "cap.0.attn_decoder", &o, in, NULL, max_n, seed);
 }
 
 static jt_ctx make_ctx(int train, const int32_t *tokens) {
@@ -94,7 +55,7 @@ static jt_ctx make_ctx(int train, const int32_t *tokens) {
 /* ---- finite-difference gradient check ---- */
 
 /* L = sum(y * R) in double after a train-mode forward. */
-static double dl_objective(dl_layer *t, const float *x, float *y, const float *R, size_t n,
+static double dl_objective(tu_layer *t, const float *x, float *y, const float *R, size_t n,
                            const jt_ctx *c) {
     t->l.ops->forward(&t->l, x, y, n, c);
     double L = 0;
@@ -103,7 +64,7 @@ static double dl_objective(dl_layer *t, const float *x, float *y, const float *R
 }
 
 /* Worst |a - f| / max(|a| + |f|, 1e-2) over the entries of tensor v (m floats). */
-static double fd_compare(dl_layer *t, float *v, const double *grad, size_t m, const float *x,
+static double fd_compare(tu_layer *t, float *v, const double *grad, size_t m, const float *x,
                          float *y, const float *R, size_t n, const jt_ctx *c) {
     const double eps = 1e-2;
     double worst = 0;
@@ -124,10 +85,10 @@ static double fd_compare(dl_layer *t, float *v, const double *grad, size_t m, co
 /* With one vector (T = 1) alpha is 1 whatever the scores, so the attention parameters W_a, U_a,
  * b_a and v rightly get no gradient; attn_live = 0 says so. */
 static void gradcheck(jt_shape in, size_t n, uint64_t seed, int attn_live) {
-    dl_layer t;
+    tu_layer t;
     dl_build(&t, in, n + 2, seed); /* max_n > n: the layout must not depend on n */
     size_t in_sz = jt_shape_size(&in), nx = n * in_sz, ny = n * NL * NV, np = t.p.total;
-    float *x = rand_floats(nx, seed + 1), *R = rand_floats(ny, seed + 2);
+    float *x = tu_rand_floats(nx, seed + 1), *R = tu_rand_floats(ny, seed + 2);
     float *y = jt_alloc_floats(ny), *dx = jt_alloc_floats(nx);
     double *gx = calloc(nx, sizeof *gx), *gw = calloc(np, sizeof *gw);
     assert_true(gx && gw);
@@ -176,7 +137,7 @@ static void gradcheck(jt_shape in, size_t n, uint64_t seed, int attn_live) {
     jt_free_aligned(R);
     jt_free_aligned(y);
     jt_free_aligned(dx);
-    dl_free(&t);
+    tu_layer_free(&t);
 }
 
 static void test_grad_sequence(void **state) {
@@ -201,13 +162,15 @@ static double sigm(double a) { return 1.0 / (1.0 + exp(-a)); }
 /* y (n, L, V) of the model in the header of layer_decoder.c; x: (n, T, F) rows. Teacher
  * forcing with tokens, or greedy (tokens NULL). fed (n, L) gets the token fed at each step;
  * margin gets the smallest gap between the best and second-best logit fed back greedily. */
-static void ref_forward(const dl_layer *t, const float *x, size_t n, size_t T, size_t F,
+static void ref_forward(const tu_layer *t, const float *x, size_t n, size_t T, size_t F,
                         const int32_t *tokens, double *y, int *fed, double *margin) {
     const size_t U = NU, E = NU, A = NU, V = NV, L = NL;
-    const float *emb = dl_param(t, "emb"), *Wa = dl_param(t, "W_a"), *Ua = dl_param(t, "U_a");
-    const float *ba = dl_param(t, "b_a"), *v = dl_param(t, "v"), *Wih = dl_param(t, "W_ih");
-    const float *Whh = dl_param(t, "W_hh"), *bih = dl_param(t, "b_ih");
-    const float *bhh = dl_param(t, "b_hh"), *Wo = dl_param(t, "W_o"), *bo = dl_param(t, "b_o");
+    const float *emb = tu_layer_param(t, "emb"), *Wa = tu_layer_param(t, "W_a");
+    const float *Ua = tu_layer_param(t, "U_a"), *ba = tu_layer_param(t, "b_a");
+    const float *v = tu_layer_param(t, "v"), *Wih = tu_layer_param(t, "W_ih");
+    const float *Whh = tu_layer_param(t, "W_hh"), *bih = tu_layer_param(t, "b_ih");
+    const float *bhh = tu_layer_param(t, "b_hh"), *Wo = tu_layer_param(t, "W_o");
+    const float *bo = tu_layer_param(t, "b_o");
     double h[NU], hn[NU], e[64], c[64], u[NU + 64], gi[3 * NU], gh[3 * NU], o[NU + 64];
     assert_true(T <= 64 && F <= 64);
     *margin = INFINITY;
@@ -278,9 +241,9 @@ static void expect_close(const float *got, const double *want, size_t n, double 
 static void test_forward_teacher_forcing(void **state) {
     (void)state;
     const size_t n = 3, ny = n * NL * NV;
-    dl_layer t;
+    tu_layer t;
     dl_build(&t, S2(NT, NF), 4, 21);
-    float *x = rand_floats(n * NT * NF, 22), *y = jt_alloc_floats(ny);
+    float *x = tu_rand_floats(n * NT * NF, 22), *y = jt_alloc_floats(ny);
     double want[3 * NL * NV], margin;
     int fed[3 * NL];
     jt_ctx c = make_ctx(1, k_tokens);
@@ -305,15 +268,15 @@ static void test_forward_teacher_forcing(void **state) {
     jt_free_aligned(x);
     jt_free_aligned(y);
     jt_free_aligned(y2);
-    dl_free(&t);
+    tu_layer_free(&t);
 }
 
 static void test_forward_greedy(void **state) {
     (void)state;
     const size_t n = 3, ny = n * NL * NV;
-    dl_layer t;
+    tu_layer t;
     dl_build(&t, S2(NT, NF), 3, 31);
-    float *x = rand_floats(n * NT * NF, 32), *y = jt_alloc_floats(ny);
+    float *x = tu_rand_floats(n * NT * NF, 32), *y = jt_alloc_floats(ny);
     double want[3 * NL * NV], margin;
     int fed[3 * NL];
     jt_ctx c = make_ctx(0, NULL);
@@ -341,7 +304,7 @@ static void test_forward_greedy(void **state) {
     jt_free_aligned(x);
     jt_free_aligned(y);
     jt_free_aligned(y2);
-    dl_free(&t);
+    tu_layer_free(&t);
 }
 
 /* ---- a feature map is its H*W vectors of C ---- */
@@ -349,16 +312,16 @@ static void test_forward_greedy(void **state) {
 static void test_feature_map_equals_sequence(void **state) {
     (void)state;
     const size_t n = 2, C = NF, H = 2, W = 3, T = H * W, ny = n * NL * NV;
-    dl_layer a, b;
+    tu_layer a, b;
     dl_build(&a, S3(C, H, W), n, 41);
     dl_build(&b, S2(T, C), n, 41);
     assert_int_equal(a.p.total, b.p.total);
     assert_memory_equal(a.p.w, b.p.w, a.p.total * sizeof(float));
-    float *xc = rand_floats(n * C * T, 42), *xs = jt_alloc_floats(n * T * C);
+    float *xc = tu_rand_floats(n * C * T, 42), *xs = jt_alloc_floats(n * T * C);
     for (size_t i = 0; i < n; i++)
         for (size_t ch = 0; ch < C; ch++)
             for (size_t s = 0; s < T; s++) xs[(i * T + s) * C + ch] = xc[(i * C + ch) * T + s];
-    float *ya = jt_alloc_floats(ny), *yb = jt_alloc_floats(ny), *dy = rand_floats(ny, 43);
+    float *ya = jt_alloc_floats(ny), *yb = jt_alloc_floats(ny), *dy = tu_rand_floats(ny, 43);
     float *dxa = jt_alloc_floats(n * C * T), *dxb = jt_alloc_floats(n * T * C);
     jt_ctx c = make_ctx(1, k_tokens);
     a.l.ops->forward(&a.l, xc, ya, n, &c);
@@ -378,8 +341,8 @@ static void test_feature_map_equals_sequence(void **state) {
     jt_free_aligned(dy);
     jt_free_aligned(dxa);
     jt_free_aligned(dxb);
-    dl_free(&a);
-    dl_free(&b);
+    tu_layer_free(&a);
+    tu_layer_free(&b);
 }
 
 /* ---- setup and settings ---- */
@@ -404,7 +367,7 @@ static void test_setup(void **state) {
     expect_setup_error(dec_opts(NU, NV, NL), tu_shape(4, (size_t[]){2, 3, 4, 5}), "(2, 3, 4, 5)");
     expect_setup_error(dec_opts(NU, NV, NL), S2(0, NF), "attn_decoder needs");
 
-    dl_layer t;
+    tu_layer t;
     dl_build(&t, S3(16, 7, 7), 2, 1);
     assert_int_equal(t.l.out.ndim, 2);
     assert_int_equal(t.l.out.d[0], NL);
@@ -420,7 +383,7 @@ static void test_setup(void **state) {
         assert_string_equal(t.p.views[v].name, full);
         assert_int_equal(t.p.views[v].size, sizes[v]);
     }
-    dl_free(&t);
+    tu_layer_free(&t);
 
     jt_layer_opts o;
     char err[256] = "";

@@ -23,51 +23,6 @@ static jt_shape S1(size_t a) { return tu_shape(1, (size_t[]){a}); }
 static jt_shape S2(size_t a, size_t b) { return tu_shape(2, (size_t[]){a, b}); }
 static jt_shape S3(size_t a, size_t b, size_t c) { return tu_shape(3, (size_t[]){a, b, c}); }
 
-/* ---- a built layer with its own parameters and workspace ---- */
-
-typedef struct {
-    jt_layer l;
-    jt_params p;
-} sl_layer;
-
-static void sl_build(sl_layer *t, const char *kind, const jt_layer_opts *o, jt_shape in,
-                     const jt_shape *aux, size_t max_n, uint64_t seed) {
-    char err[512] = "";
-    jt_params_init(&t->p);
-    jt_status st = jt_layer_setup(&t->l, kind, "b.0", o, &in, aux, max_n, &t->p, err, sizeof err);
-    if (st != JT_OK) fail_msg("setup %s: %s", kind, err);
-    jt_params_alloc(&t->p);
-    jt_layer_bind(&t->l, &t->p);
-    t->l.ws = jt_alloc_floats(t->l.ws_floats ? t->l.ws_floats : 1);
-    jt_rng r;
-    jt_rng_seed(&r, seed, JT_RNG_INIT, 0, 0, 0);
-    if (t->l.ops->init) t->l.ops->init(&t->l, &r);
-    /* non-zero biases, so the reference checks see them */
-    for (size_t k = 0; k < t->p.total; k++) t->p.w[k] += 0.2f * (jt_rng_uniform(&r) - 0.5f);
-}
-
-static void sl_free(sl_layer *t) {
-    jt_free_aligned(t->l.ws);
-    jt_params_free(&t->p);
-}
-
-/* The parameter view "<layer>.<pname>" of t. */
-static const float *sl_param(const sl_layer *t, const char *pname) {
-    char full[2 * JT_VIEW_NAME_MAX];
-    snprintf(full, sizeof full, "%s.%s", t->l.name, pname);
-    long v = jt_params_find(&t->p, full);
-    if (v < 0) fail_msg("no parameter %s", full);
-    return jt_params_w(&t->p, (size_t)v);
-}
-
-static float *rand_floats(size_t n, uint64_t seed) {
-    float *x = jt_alloc_floats(n);
-    jt_rng r;
-    jt_rng_seed(&r, seed, JT_RNG_TEST, 4, 5, 6);
-    tu_fill_uniform(x, n, -1.0f, 1.0f, &r);
-    return x;
-}
-
 static void expect_close(const float *got, const double *want, size_t n, double tol) {
     for (size_t k = 0; k < n; k++)
         if (!(fabs(got[k] - want[k]) <= tol * (1.0 + fabs(want[k]))))
@@ -169,11 +124,11 @@ static void test_gru_forward_reference(void **state) {
     (void)state;
     const size_t n = 2, T = 4, F = 3, U = 5;
     jt_layer_opts o = {.units = (long)U, .return_sequences = 1};
-    sl_layer t;
-    sl_build(&t, "gru", &o, S2(T, F), NULL, n + 1, 3);
-    const float *Wi = sl_param(&t, "W_ih"), *Wh = sl_param(&t, "W_hh");
-    const float *bi = sl_param(&t, "b_ih"), *bh = sl_param(&t, "b_hh");
-    float *x = rand_floats(n * T * F, 1), *y = jt_alloc_floats(n * T * U);
+    tu_layer t;
+    tu_layer_build(&t, "gru", "b.0", &o, S2(T, F), NULL, n + 1, 3);
+    const float *Wi = tu_layer_param(&t, "W_ih"), *Wh = tu_layer_param(&t, "W_hh");
+    const float *bi = tu_layer_param(&t, "b_ih"), *bh = tu_layer_param(&t, "b_hh");
+    float *x = tu_rand_floats(n * T * F, 1), *y = jt_alloc_floats(n * T * U);
     double want[2 * 4 * 5];
     jt_ctx ctx = {0};
     t.l.ops->forward(&t.l, x, y, n, &ctx);
@@ -199,17 +154,17 @@ static void test_gru_forward_reference(void **state) {
     }
     expect_close(y, want, n * T * U, 1e-5);
     /* return_sequences false: the last state */
-    sl_layer t2;
+    tu_layer t2;
     o.return_sequences = 0;
-    sl_build(&t2, "gru", &o, S2(T, F), NULL, n, 3);
+    tu_layer_build(&t2, "gru", "b.0", &o, S2(T, F), NULL, n, 3);
     float *y2 = jt_alloc_floats(n * U);
     t2.l.ops->forward(&t2.l, x, y2, n, &ctx);
     for (size_t i = 0; i < n; i++) expect_close(y2 + i * U, want + (i * T + T - 1) * U, U, 1e-5);
     jt_free_aligned(x);
     jt_free_aligned(y);
     jt_free_aligned(y2);
-    sl_free(&t);
-    sl_free(&t2);
+    tu_layer_free(&t);
+    tu_layer_free(&t2);
 }
 
 /* lstm: the PyTorch recurrence written out step by step, in double */
@@ -217,11 +172,11 @@ static void test_lstm_forward_reference(void **state) {
     (void)state;
     const size_t n = 2, T = 4, F = 3, U = 3;
     jt_layer_opts o = {.units = (long)U, .return_sequences = 1};
-    sl_layer t;
-    sl_build(&t, "lstm", &o, S2(T, F), NULL, n, 4);
-    const float *Wi = sl_param(&t, "W_ih"), *Wh = sl_param(&t, "W_hh");
-    const float *bi = sl_param(&t, "b_ih"), *bh = sl_param(&t, "b_hh");
-    float *x = rand_floats(n * T * F, 2), *y = jt_alloc_floats(n * T * U);
+    tu_layer t;
+    tu_layer_build(&t, "lstm", "b.0", &o, S2(T, F), NULL, n, 4);
+    const float *Wi = tu_layer_param(&t, "W_ih"), *Wh = tu_layer_param(&t, "W_hh");
+    const float *bi = tu_layer_param(&t, "b_ih"), *bh = tu_layer_param(&t, "b_hh");
+    float *x = tu_rand_floats(n * T * F, 2), *y = jt_alloc_floats(n * T * U);
     double want[2 * 4 * 3];
     jt_ctx ctx = {0};
     t.l.ops->forward(&t.l, x, y, n, &ctx);
@@ -246,7 +201,7 @@ static void test_lstm_forward_reference(void **state) {
     expect_close(y, want, n * T * U, 1e-5);
     jt_free_aligned(x);
     jt_free_aligned(y);
-    sl_free(&t);
+    tu_layer_free(&t);
 }
 
 /* conv1d with padding same and stride 2: direct sum over the window, zeros outside */
@@ -255,14 +210,14 @@ static void test_conv1d_forward_reference(void **state) {
     const size_t n = 2, T = 7, F = 3, NF = 4, K = 4, S = 2;
     jt_layer_opts o = {.filters = (long)NF, .kernel = (long)K, .stride = (long)S,
                        .padding_same = 1};
-    sl_layer t;
-    sl_build(&t, "conv1d", &o, S2(T, F), NULL, n, 5);
+    tu_layer t;
+    tu_layer_build(&t, "conv1d", "b.0", &o, S2(T, F), NULL, n, 5);
     const size_t OT = (T + S - 1) / S, pad = ((OT - 1) * S + K - T) / 2;
     assert_int_equal(t.l.out.ndim, 2);
     assert_int_equal(t.l.out.d[0], OT);
     assert_int_equal(t.l.out.d[1], NF);
-    const float *W = sl_param(&t, "W"), *b = sl_param(&t, "b");
-    float *x = rand_floats(n * T * F, 3), *y = jt_alloc_floats(n * OT * NF);
+    const float *W = tu_layer_param(&t, "W"), *b = tu_layer_param(&t, "b");
+    float *x = tu_rand_floats(n * T * F, 3), *y = jt_alloc_floats(n * OT * NF);
     double want[2 * 4 * 4];
     jt_ctx ctx = {0};
     t.l.ops->forward(&t.l, x, y, n, &ctx);
@@ -281,7 +236,7 @@ static void test_conv1d_forward_reference(void **state) {
     expect_close(y, want, n * OT * NF, 1e-5);
     jt_free_aligned(x);
     jt_free_aligned(y);
-    sl_free(&t);
+    tu_layer_free(&t);
 }
 
 /* self_attention: softmax(Q_h K_h^T / sqrt(dk)) V_h per head, then the output projection */
@@ -289,12 +244,13 @@ static void test_self_attention_forward_reference(void **state) {
     (void)state;
     enum { N = 2, T = 4, F = 3, D = 4, H = 2, DK = 2 };
     jt_layer_opts o = {.heads = H, .units = D};
-    sl_layer t;
-    sl_build(&t, "self_attention", &o, S2(T, F), NULL, N, 6);
-    const float *Wq = sl_param(&t, "Wq"), *Wk = sl_param(&t, "Wk"), *Wv = sl_param(&t, "Wv");
-    const float *Wo = sl_param(&t, "Wo"), *bq = sl_param(&t, "bq"), *bk = sl_param(&t, "bk");
-    const float *bv = sl_param(&t, "bv"), *bo = sl_param(&t, "bo");
-    float *x = rand_floats(N * T * F, 4), *y = jt_alloc_floats(N * T * D);
+    tu_layer t;
+    tu_layer_build(&t, "self_attention", "b.0", &o, S2(T, F), NULL, N, 6);
+    const float *Wq = tu_layer_param(&t, "Wq"), *Wk = tu_layer_param(&t, "Wk");
+    const float *Wv = tu_layer_param(&t, "Wv"), *Wo = tu_layer_param(&t, "Wo");
+    const float *bq = tu_layer_param(&t, "bq"), *bk = tu_layer_param(&t, "bk");
+    const float *bv = tu_layer_param(&t, "bv"), *bo = tu_layer_param(&t, "bo");
+    float *x = tu_rand_floats(N * T * F, 4), *y = jt_alloc_floats(N * T * D);
     jt_ctx ctx = {0};
     t.l.ops->forward(&t.l, x, y, N, &ctx);
     double want[N * T * D];
@@ -335,7 +291,7 @@ static void test_self_attention_forward_reference(void **state) {
     expect_close(y, want, N * T * D, 1e-5);
     jt_free_aligned(x);
     jt_free_aligned(y);
-    sl_free(&t);
+    tu_layer_free(&t);
 }
 
 /* ---- feature maps (C, H, W) are read as H*W vectors of C ---- */
@@ -349,7 +305,7 @@ static float *transpose_map(const float *x, size_t n, size_t C, size_t P) {
     return r;
 }
 
-static void copy_params(sl_layer *dst, const sl_layer *src) {
+static void copy_params(tu_layer *dst, const tu_layer *src) {
     assert_int_equal(dst->p.total, src->p.total);
     memcpy(dst->p.w, src->p.w, src->p.total * sizeof(float));
 }
@@ -358,13 +314,13 @@ static void test_attention_pool_feature_map(void **state) {
     (void)state;
     const size_t n = 3, C = 4, Hh = 2, Ww = 3, P = Hh * Ww;
     jt_layer_opts o = {.units = 5};
-    sl_layer map, seq;
-    sl_build(&map, "attention_pool", &o, S3(C, Hh, Ww), NULL, n, 7);
-    sl_build(&seq, "attention_pool", &o, S2(P, C), NULL, n, 8);
+    tu_layer map, seq;
+    tu_layer_build(&map, "attention_pool", "b.0", &o, S3(C, Hh, Ww), NULL, n, 7);
+    tu_layer_build(&seq, "attention_pool", "b.0", &o, S2(P, C), NULL, n, 8);
     assert_int_equal(map.l.out.ndim, 1);
     assert_int_equal(map.l.out.d[0], C);
     copy_params(&seq, &map);
-    float *x = rand_floats(n * C * P, 5), *xt = transpose_map(x, n, C, P);
+    float *x = tu_rand_floats(n * C * P, 5), *xt = transpose_map(x, n, C, P);
     float *y1 = jt_alloc_floats(n * C), *y2 = jt_alloc_floats(n * C);
     jt_ctx ctx = {0};
     map.l.ops->forward(&map.l, x, y1, n, &ctx);
@@ -385,8 +341,8 @@ static void test_attention_pool_feature_map(void **state) {
     jt_free_aligned(xt);
     jt_free_aligned(y1);
     jt_free_aligned(y2);
-    sl_free(&map);
-    sl_free(&seq);
+    tu_layer_free(&map);
+    tu_layer_free(&seq);
 }
 
 static void test_cross_attention_feature_map_context(void **state) {
@@ -395,14 +351,14 @@ static void test_cross_attention_feature_map_context(void **state) {
     jt_layer_opts o = {.heads = 3, .units = (long)D};
     snprintf(o.context, sizeof o.context, "image_net");
     jt_shape amap = S3(C, Hh, Ww), aseq = S2(P, C);
-    sl_layer a, b;
-    sl_build(&a, "cross_attention", &o, S2(T, F), &amap, n, 9);
-    sl_build(&b, "cross_attention", &o, S2(T, F), &aseq, n, 10);
+    tu_layer a, b;
+    tu_layer_build(&a, "cross_attention", "b.0", &o, S2(T, F), &amap, n, 9);
+    tu_layer_build(&b, "cross_attention", "b.0", &o, S2(T, F), &aseq, n, 10);
     assert_int_equal(a.l.out.ndim, 2);
     assert_int_equal(a.l.out.d[0], T);
     assert_int_equal(a.l.out.d[1], D);
     copy_params(&b, &a);
-    float *x = rand_floats(n * T * F, 11), *ctxm = rand_floats(n * C * P, 12);
+    float *x = tu_rand_floats(n * T * F, 11), *ctxm = tu_rand_floats(n * C * P, 12);
     float *ctxs = transpose_map(ctxm, n, C, P);
     float *y1 = jt_alloc_floats(n * T * D), *y2 = jt_alloc_floats(n * T * D);
     jt_ctx c1 = {.aux = ctxm}, c2 = {.aux = ctxs};
@@ -410,7 +366,7 @@ static void test_cross_attention_feature_map_context(void **state) {
     b.l.ops->forward(&b.l, x, y2, n, &c2);
     for (size_t k = 0; k < n * T * D; k++) assert_float_equal(y1[k], y2[k], 1e-5);
     /* the context gradient comes back in the context's own (C, H, W) layout, added */
-    float *dy = rand_floats(n * T * D, 13), *dm = jt_alloc_floats(n * C * P);
+    float *dy = tu_rand_floats(n * T * D, 13), *dm = jt_alloc_floats(n * C * P);
     float *ds = jt_alloc_floats(n * C * P);
     for (size_t k = 0; k < n * C * P; k++) dm[k] = 1.0f, ds[k] = 1.0f;
     c1.daux = dm, c2.daux = ds;
@@ -427,8 +383,8 @@ static void test_cross_attention_feature_map_context(void **state) {
     jt_free_aligned(dm);
     jt_free_aligned(ds);
     jt_free_aligned(dst);
-    sl_free(&a);
-    sl_free(&b);
+    tu_layer_free(&a);
+    tu_layer_free(&b);
 }
 
 /* Init: zero biases, except the LSTM forget-gate block of b_ih (1.0); layernorm gain 1. */
@@ -524,13 +480,13 @@ static void test_output_shapes(void **state) {
         {"self_attention", {.heads = 2}, S3(8, 3, 3), S2(9, 8)},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        sl_layer t;
-        sl_build(&t, cases[i].kind, &cases[i].o, cases[i].in, NULL, 2, 1);
+        tu_layer t;
+        tu_layer_build(&t, cases[i].kind, "b.0", &cases[i].o, cases[i].in, NULL, 2, 1);
         char got[64], want[64];
         jt_shape_format(&t.l.out, got, sizeof got);
         jt_shape_format(&cases[i].out, want, sizeof want);
         if (strcmp(got, want) != 0) fail_msg("%s: out %s, want %s", cases[i].kind, got, want);
-        sl_free(&t);
+        tu_layer_free(&t);
     }
 }
 

@@ -214,3 +214,41 @@ double tu_gradcheck_layer(const char *kind, const jt_layer_opts *opts, const jt_
     double worst = fmax(r.err_dx, fmax(r.err_dw, r.err_daux));
     return worst;
 }
+
+/* ---- a standalone layer under test ---- */
+
+void tu_layer_build(tu_layer *t, const char *kind, const char *name, const jt_layer_opts *o,
+                    jt_shape in, const jt_shape *aux, size_t max_n, uint64_t seed) {
+    char err[512] = "";
+    jt_params_init(&t->p);
+    jt_status st = jt_layer_setup(&t->l, kind, name, o, &in, aux, max_n, &t->p, err, sizeof err);
+    if (st != JT_OK) fail_msg("setup %s: %s", kind, err);
+    jt_params_alloc(&t->p);
+    jt_layer_bind(&t->l, &t->p);
+    t->l.ws = jt_alloc_floats(t->l.ws_floats ? t->l.ws_floats : 1);
+    jt_rng r;
+    jt_rng_seed(&r, seed, JT_RNG_INIT, 0, 0, 0);
+    if (t->l.ops->init) t->l.ops->init(&t->l, &r);
+    for (size_t k = 0; k < t->p.total; k++) t->p.w[k] += 0.2f * (jt_rng_uniform(&r) - 0.5f);
+}
+
+void tu_layer_free(tu_layer *t) {
+    jt_free_aligned(t->l.ws);
+    jt_params_free(&t->p);
+}
+
+const float *tu_layer_param(const tu_layer *t, const char *pname) {
+    char full[2 * JT_VIEW_NAME_MAX];
+    snprintf(full, sizeof full, "%s.%s", t->l.name, pname);
+    long v = jt_params_find(&t->p, full);
+    if (v < 0) fail_msg("no parameter %s", full);
+    return jt_params_w(&t->p, (size_t)v);
+}
+
+float *tu_rand_floats(size_t n, uint64_t seed) {
+    float *x = jt_alloc_floats(n);
+    jt_rng r;
+    jt_rng_seed(&r, seed, JT_RNG_TEST, 4, 5, 6);
+    tu_fill_uniform(x, n, -1.0f, 1.0f, &r);
+    return x;
+}

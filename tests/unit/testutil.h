@@ -1,8 +1,10 @@
-/* testutil.h - helpers shared by the cmocka unit tests: finite-difference gradient checks. */
+/* testutil.h - helpers shared by the cmocka unit tests: finite-difference gradient checks and a
+ * standalone layer under test. */
 #ifndef JTRAIN_TESTUTIL_H
 #define JTRAIN_TESTUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "jtrain/layer.h"
 #include "jtrain/rng.h"
@@ -62,5 +64,28 @@ double tu_gradcheck_layer(const char *kind, const jt_layer_opts *opts, const jt_
 
 /* Makes a shape: tu_shape(3, (size_t[]){2, 5, 5}). */
 jt_shape tu_shape(int ndim, const size_t *d);
+
+/* ---- a standalone layer under test (tu_layer_*) ---- */
+
+/* One built layer with its own parameters and workspace. */
+typedef struct {
+    jt_layer l;
+    jt_params p;
+} tu_layer;
+
+/* Builds t: jt_layer_setup(kind, name, o, &in, aux, max_n) into t->p (fails the cmocka test
+ * with setup's message on error), allocates and binds the parameters, allocates the workspace
+ * (ws_floats, at least 1 float), runs ops->init (if any) with an rng seeded
+ * (seed, JT_RNG_INIT, 0, 0, 0), then adds 0.2 * (u - 0.5), u uniform from that same rng, to
+ * every parameter in order, so zero biases are exercised too. Release with tu_layer_free. */
+void tu_layer_build(tu_layer *t, const char *kind, const char *name, const jt_layer_opts *o,
+                    jt_shape in, const jt_shape *aux, size_t max_n, uint64_t seed);
+/* Frees the workspace and the parameters of t. */
+void tu_layer_free(tu_layer *t);
+/* The weights of parameter view "<layer name>.<pname>" of t; fails the test if there is none. */
+const float *tu_layer_param(const tu_layer *t, const char *pname);
+/* n floats from jt_alloc_floats (free with jt_free_aligned), uniform in [-1, 1) from an rng
+ * seeded (seed, JT_RNG_TEST, 4, 5, 6). */
+float *tu_rand_floats(size_t n, uint64_t seed);
 
 #endif
