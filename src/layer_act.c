@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "jtrain/mathx.h"
 #include "layer_kinds.h"
 
 static jt_status act_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) {
@@ -37,7 +38,7 @@ static void relu_backward(jt_layer *l, const float *x, const float *y, const flo
 static void tanh_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
     (void)ctx;
     size_t m = n * jt_shape_size(&l->in);
-    for (size_t i = 0; i < m; i++) y[i] = tanhf(x[i]);
+    for (size_t i = 0; i < m; i++) y[i] = jt_tanhf(x[i]);
 }
 
 static void tanh_backward(jt_layer *l, const float *x, const float *y, const float *dy, float *dx,
@@ -48,17 +49,10 @@ static void tanh_backward(jt_layer *l, const float *x, const float *y, const flo
     for (size_t i = 0; i < m; i++) dx[i] = dy[i] * (1.0f - y[i] * y[i]);
 }
 
-/* Logistic function without overflow: exp only of non-positive numbers. */
-static float sigmoidf(float v) {
-    if (v >= 0.0f) return 1.0f / (1.0f + expf(-v));
-    float e = expf(v);
-    return e / (1.0f + e);
-}
-
 static void sigmoid_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
     (void)ctx;
     size_t m = n * jt_shape_size(&l->in);
-    for (size_t i = 0; i < m; i++) y[i] = sigmoidf(x[i]);
+    for (size_t i = 0; i < m; i++) y[i] = jt_sigmoidf(x[i]);
 }
 
 static void sigmoid_backward(jt_layer *l, const float *x, const float *y, const float *dy,

@@ -29,6 +29,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "jtrain/mathx.h"
 #include "layer_kinds.h"
 
 /* Reads shape s as T vectors of F. chw = 1 for a (C, H, W) feature map (stored channel-major,
@@ -189,7 +190,7 @@ static void apool_forward(jt_layer *l, const float *x, float *y, size_t n, const
     /* P (n*T, A) = tanh(X W^T + b); e (n*T) = P v; a = softmax over each sample's T */
     fill_bias(w.P, l->W[1], nt, A);
     gemm_xwt(X, l->W[0], w.P, nt, F, A, 1.0f);
-    for (size_t k = 0; k < nt * A; k++) w.P[k] = tanhf(w.P[k]);
+    for (size_t k = 0; k < nt * A; k++) w.P[k] = jt_tanhf(w.P[k]);
     cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nt, (int)A, 1.0f, w.P, (int)A, l->W[2], 1, 0.0f,
                 w.a, 1);
     softmax_rows(w.a, n, T);

@@ -37,6 +37,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "jtrain/mathx.h"
 #include "layer_kinds.h"
 
 enum { P_EMB, P_WA, P_UA, P_BA, P_V, P_WIH, P_WHH, P_BIH, P_BHH, P_WO, P_BO };
@@ -202,7 +203,6 @@ static void add_colsum(float *db, const float *d, size_t ld, size_t m, size_t co
         for (size_t c = 0; c < cols; c++) db[c] += d[r * ld + c];
 }
 
-static float sigmoidf(float a) { return 1.0f / (1.0f + expf(-a)); }
 
 /* P (n, T, A) = tanh(K + Q_t) with Q_t the step-t rows of Q (n, L, A). */
 static void attn_hidden(const dec_ws *w, size_t n, size_t t) {
@@ -212,7 +212,7 @@ static void attn_hidden(const dec_ws *w, size_t n, size_t t) {
         for (size_t s = 0; s < T; s++) {
             const float *k = w->K + (i * T + s) * A;
             float *pp = w->P + (i * T + s) * A;
-            for (size_t a = 0; a < A; a++) pp[a] = tanhf(k[a] + q[a]);
+            for (size_t a = 0; a < A; a++) pp[a] = jt_tanhf(k[a] + q[a]);
         }
     }
 }
@@ -288,9 +288,9 @@ static void dec_forward(jt_layer *l, const float *x, float *y, size_t n, const j
             const float *hg = w.GH + i * U3;
             float *h1 = w.O + (i * L + t) * (U + F);
             for (size_t u = 0; u < U; u++) {
-                float r = sigmoidf(g[u] + hg[u]);
-                float z = sigmoidf(g[U + u] + hg[U + u]);
-                float nn = tanhf(g[2 * U + u] + r * hg[2 * U + u]);
+                float r = jt_sigmoidf(g[u] + hg[u]);
+                float z = jt_sigmoidf(g[U + u] + hg[U + u]);
+                float nn = jt_tanhf(g[2 * U + u] + r * hg[2 * U + u]);
                 float h0 = hp ? hp[i * ldO + u] : 0.0f;
                 g[u] = r;
                 g[U + u] = z;

@@ -27,6 +27,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "jtrain/mathx.h"
 #include "layer_kinds.h"
 
 typedef struct {
@@ -88,7 +89,6 @@ static void gru_init(jt_layer *l, jt_rng *rng) {
     memset(l->W[3], 0, 3 * U * sizeof(float));
 }
 
-static float sigmoidf(float a) { return 1.0f / (1.0f + expf(-a)); }
 
 // x: (n, T, F) -> y: (n, U) or (n, T, U)
 static void gru_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
@@ -113,9 +113,9 @@ static void gru_forward(jt_layer *l, const float *x, float *y, size_t n, const j
             const float *hg = w.HG + i * U3, *h0 = hp + i * U;
             float *h1 = hc + i * U;
             for (size_t u = 0; u < U; u++) {
-                float r = sigmoidf(g[u] + hg[u]);
-                float z = sigmoidf(g[U + u] + hg[U + u]);
-                float nn = tanhf(g[2 * U + u] + r * hg[2 * U + u]);
+                float r = jt_sigmoidf(g[u] + hg[u]);
+                float z = jt_sigmoidf(g[U + u] + hg[U + u]);
+                float nn = jt_tanhf(g[2 * U + u] + r * hg[2 * U + u]);
                 g[u] = r;
                 g[U + u] = z;
                 g[2 * U + u] = nn;

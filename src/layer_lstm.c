@@ -28,6 +28,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "jtrain/mathx.h"
 #include "layer_kinds.h"
 
 typedef struct {
@@ -90,7 +91,6 @@ static void lstm_init(jt_layer *l, jt_rng *rng) {
     for (size_t u = 0; u < U; u++) l->W[2][U + u] = 1.0f;
 }
 
-static float sigmoidf(float a) { return 1.0f / (1.0f + expf(-a)); }
 
 // x: (n, T, F) -> y: (n, U) or (n, T, U)
 static void lstm_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
@@ -115,15 +115,15 @@ static void lstm_forward(jt_layer *l, const float *x, float *y, size_t n, const 
         for (size_t i = 0; i < n; i++) {
             float *g = w.G + (i * T + t) * U4;
             for (size_t u = 0; u < U; u++) {
-                float ig = sigmoidf(g[u]), fg = sigmoidf(g[U + u]);
-                float gg = tanhf(g[2 * U + u]), og = sigmoidf(g[3 * U + u]);
+                float ig = jt_sigmoidf(g[u]), fg = jt_sigmoidf(g[U + u]);
+                float gg = jt_tanhf(g[2 * U + u]), og = jt_sigmoidf(g[3 * U + u]);
                 g[u] = ig;
                 g[U + u] = fg;
                 g[2 * U + u] = gg;
                 g[3 * U + u] = og;
                 float c = fg * cp[i * U + u] + ig * gg;
                 cc[i * U + u] = c;
-                hc[i * U + u] = og * tanhf(c);
+                hc[i * U + u] = og * jt_tanhf(c);
             }
         }
     }
@@ -159,7 +159,7 @@ static void lstm_backward(jt_layer *l, const float *x, const float *y, const flo
             for (size_t u = 0; u < U; u++) {
                 size_t k = i * U + u;
                 float ig = g[u], fg = g[U + u], gg = g[2 * U + u], og = g[3 * U + u];
-                float tc = tanhf(cc[k]);
+                float tc = jt_tanhf(cc[k]);
                 float d = dc[k] + dh[k] * og * (1.0f - tc * tc);
                 dg[u] = d * gg * ig * (1.0f - ig);
                 dg[U + u] = d * cp[k] * fg * (1.0f - fg);

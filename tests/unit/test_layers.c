@@ -13,6 +13,7 @@
 #include <cmocka.h>
 
 #include "jtrain/layer.h"
+#include "jtrain/mathx.h"
 #include "testutil.h"
 
 /* ---- a built layer with its own parameters and workspace ---- */
@@ -548,9 +549,33 @@ static void test_dropout_mask(void **state) {
     th_free(&t);
 }
 
+/* jt_tanhf / jt_sigmoidf against libm in double over a dense sweep of [-20, 20] and tiny
+ * arguments: a few ulp at most (mathx.h promises 3.2e-7 relative for tanh). */
+static void test_mathx_accuracy(void **state) {
+    (void)state;
+    double worst_t = 0, worst_s = 0;
+    for (long i = -2000000; i <= 2000000; i++) {
+        float v = (float)i * 1e-5f;
+        double t = tanh((double)v), sg = 1.0 / (1.0 + exp(-(double)v));
+        if (t != 0) worst_t = fmax(worst_t, fabs(jt_tanhf(v) - t) / fabs(t));
+        worst_s = fmax(worst_s, fabs(jt_sigmoidf(v) - sg) / sg);
+    }
+    for (int k = 1; k < 40; k++) { /* tiny and huge magnitudes, both signs */
+        float v = ldexpf(1.0f, -k), big = ldexpf(1.0f, k % 8);
+        worst_t = fmax(worst_t, fabs(jt_tanhf(-v) - tanh(-(double)v)) / tanh((double)v));
+        worst_t = fmax(worst_t, fabs(jt_tanhf(big) - tanh((double)big)) / tanh((double)big));
+    }
+    print_message("    tanh max rel err %.2e, sigmoid %.2e\n", worst_t, worst_s);
+    assert_true(worst_t < 5e-7);
+    assert_true(worst_s < 5e-7);
+    assert_true(jt_tanhf(0.0f) == 0.0f && jt_tanhf(100.0f) == 1.0f && jt_tanhf(-100.0f) == -1.0f);
+    assert_true(jt_sigmoidf(-200.0f) >= 0.0f && jt_sigmoidf(200.0f) == 1.0f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_registry),
+        cmocka_unit_test(test_mathx_accuracy),
         cmocka_unit_test(test_opts_parse_ok),
         cmocka_unit_test(test_opts_parse_errors),
         cmocka_unit_test(test_setup_errors),
