@@ -22,17 +22,17 @@
 
 static volatile sig_atomic_t g_stop_signal = 0;
 
-/* Test-only fault injection (tests/mpi): JTRAIN_TEST_FAULT="RANK:STEP:MODE" makes rank RANK,
- * before step STEP, either hit an internal error ("fatal": JT_CHECK, which aborts every rank),
- * die without a word ("crash": SIGKILL), or perturb one parameter ("perturb") so the replicas
- * differ. Unset in normal runs. */
-static void test_fault(int rank, uint64_t step, float *w) {
+/* Test-only fault injection (tests/mpi): JTRAIN_TEST_FAULT="RANK:WHEN:MODE" makes rank RANK,
+ * when WHEN is reached (a step number: before that step; "init": right after initialisation,
+ * before the replicas are compared), either hit an internal error ("fatal": JT_CHECK, which
+ * aborts every rank), die without a word ("crash": SIGKILL), or perturb one parameter
+ * ("perturb") so the replicas differ. Unset in normal runs. */
+static void test_fault(int rank, const char *when, float *w) {
     const char *spec = getenv("JTRAIN_TEST_FAULT");
     int frank;
-    unsigned long long fstep;
-    char mode[16];
-    if (!spec || sscanf(spec, "%d:%llu:%15s", &frank, &fstep, mode) != 3) return;
-    if (frank != rank || fstep != step) return;
+    char fwhen[24], mode[16];
+    if (!spec || sscanf(spec, "%d:%23[^:]:%15s", &frank, fwhen, mode) != 3) return;
+    if (frank != rank || strcmp(fwhen, when) != 0) return;
     if (strcmp(mode, "fatal") == 0) JT_CHECK(0, "injected fault (JTRAIN_TEST_FAULT=%s)", spec);
     if (strcmp(mode, "crash") == 0) raise(SIGKILL);
     if (strcmp(mode, "perturb") == 0) w[0] += 1.0f;
@@ -251,6 +251,7 @@ static jt_status setup(run *r, const jt_train_args *a) {
     st = jt_comm_agree_report(jt_model_build(&r->model, c, &r->train, max_n, err, sizeof err), err);
     if (st != JT_OK) return st;
     /* All ranks initialised from the same seed: prove the replicas are identical. */
+    test_fault(r->rank, "init", r->model.params.w);
     if (!jt_comm_same_u64(jt_model_checksum(&r->model))) {
         snprintf(err, sizeof err, "initial parameters differ between ranks (checksum)");
         return jt_comm_agree_report(JT_ERANKS, err);
@@ -332,7 +333,9 @@ jt_status jt_train_run(const jt_train_args *a) {
         jt_batcher_advance(&r.batcher, &r.epoch, &r.epoch_step);
         if (r.step + 1 < r.total_steps) jt_batcher_prefetch(&r.batcher, r.epoch, r.epoch_step);
 
-        test_fault(r.rank, r.step, p->w);
+        char when[24];
+        snprintf(when, sizeof when, "%llu", (unsigned long long)r.step);
+        test_fault(r.rank, when, p->w);
         memset(p->g, 0, (p->total + JT_PARAMS_CTRL) * sizeof(float));
         for (size_t h = 0; h < nh; h++)
             labelled[h] = b->labelled[m->chains[m->n_blocks + h].target_array];

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training on 1, 2 and 3 (oversubscribed) ranks with the same global batch and seed ends with
 # the same parameters up to summation order after 20 steps (DESIGN.md), the replicas on every
-# rank are bitwise identical, and a rank whose parameters drift makes the run fail with exit 6.
+# rank are bitwise identical, and replicas that differ at the start or drift apart make the
+# run fail with exit 6.
 source "$(dirname "$0")/../testlib.sh"
 make_synth synth.h5 600 200
 
@@ -25,6 +26,9 @@ if params_equal np1/ckpt-00000020.h5 seed8/ckpt-00000020.h5 2e-4; then
   fail "the comparison cannot tell different runs apart"
 fi
 pass "a different seed differs"
+# Replicas that differ at the start (same seed must mean same parameters) stop the run: exit 6.
+expect_exit 6 "initial parameters differ between ranks" -- env JTRAIN_TEST_FAULT=1:init:perturb \
+  bash -c "source '$JT_SRC/scripts/lib.sh'; jt_mpirun -np 2 '$JTRAIN' train '$FIX/tiny-separate.yaml' --set checkpoint.dir=init"
 # A replica that drifts is caught at the end of the run.
 expect_exit 6 "parameters differ between ranks" -- env JTRAIN_TEST_FAULT=1:5:perturb \
   bash -c "source '$JT_SRC/scripts/lib.sh'; jt_mpirun -np 2 '$JTRAIN' train '$FIX/tiny-separate.yaml' --set checkpoint.dir=drift"
