@@ -37,6 +37,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "gru_cell.h"
 #include "jtrain/mathx.h"
 #include "layer_kinds.h"
 
@@ -285,19 +286,8 @@ static void dec_forward(jt_layer *l, const float *x, float *y, size_t n, const j
         if (hp) gemm_abt(hp, ldO, l->W[P_WHH], w.GH, U3, n, U, U3, 1.0f);
         for (size_t i = 0; i < n; i++) {
             float *g = w.G + (i * L + t) * U3, *hn = w.HN + (i * L + t) * U;
-            const float *hg = w.GH + i * U3;
-            float *h1 = w.O + (i * L + t) * (U + F);
-            for (size_t u = 0; u < U; u++) {
-                float r = jt_sigmoidf(g[u] + hg[u]);
-                float z = jt_sigmoidf(g[U + u] + hg[U + u]);
-                float nn = jt_tanhf(g[2 * U + u] + r * hg[2 * U + u]);
-                float h0 = hp ? hp[i * ldO + u] : 0.0f;
-                g[u] = r;
-                g[U + u] = z;
-                g[2 * U + u] = nn;
-                hn[u] = hg[2 * U + u];
-                h1[u] = (1.0f - z) * nn + z * h0;
-            }
+            jt_gru_cell_forward(U, g, w.GH + i * U3, hp ? hp + i * ldO : NULL, hn,
+                                w.O + (i * L + t) * (U + F));
         }
         /* logits_t (n, V) = O_t W_o^T + b_o, written into y's step-t rows */
         fill_rows(y + t * V, L * V, l->W[P_BO], n, V);
@@ -331,21 +321,8 @@ static void dec_backward(jt_layer *l, const float *x, const float *y, const floa
             const float *dot = w.DO + (i * L + t) * (U + F);
             float *d = dh + i * U, *dgi = w.DGI + (i * L + t) * U3, *dgh = w.GH + i * U3;
             float *dp = dhp + i * U;
-            for (size_t u = 0; u < U; u++) {
-                d[u] += dot[u];
-                float r = g[u], z = g[U + u], nn = g[2 * U + u];
-                float h0 = hp ? hp[i * ldO + u] : 0.0f;
-                float dan = d[u] * (1.0f - z) * (1.0f - nn * nn);
-                float daz = d[u] * (h0 - nn) * z * (1.0f - z);
-                float dar = dan * hn[u] * r * (1.0f - r);
-                dgi[u] = dar;
-                dgi[U + u] = daz;
-                dgi[2 * U + u] = dan;
-                dgh[u] = dar;
-                dgh[U + u] = daz;
-                dgh[2 * U + u] = dan * r;
-                dp[u] = d[u] * z;
-            }
+            for (size_t u = 0; u < U; u++) d[u] += dot[u];
+            jt_gru_cell_backward(U, g, hn, hp ? hp + i * ldO : NULL, d, dgi, dgh, dp);
         }
         add_colsum(l->dW[P_BHH], w.GH, U3, n, U3);
         if (hp) {

@@ -27,7 +27,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "jtrain/mathx.h"
+#include "gru_cell.h"
 #include "layer_kinds.h"
 
 typedef struct {
@@ -110,18 +110,7 @@ static void gru_forward(jt_layer *l, const float *x, float *y, size_t n, const j
                     (int)U, W_hh, (int)U, 1.0f, w.HG, (int)U3);
         for (size_t i = 0; i < n; i++) {
             float *g = w.G + (i * T + t) * U3, *hn = w.HN + (i * T + t) * U;
-            const float *hg = w.HG + i * U3, *h0 = hp + i * U;
-            float *h1 = hc + i * U;
-            for (size_t u = 0; u < U; u++) {
-                float r = jt_sigmoidf(g[u] + hg[u]);
-                float z = jt_sigmoidf(g[U + u] + hg[U + u]);
-                float nn = jt_tanhf(g[2 * U + u] + r * hg[2 * U + u]);
-                g[u] = r;
-                g[U + u] = z;
-                g[2 * U + u] = nn;
-                hn[u] = hg[2 * U + u];
-                h1[u] = (1.0f - z) * nn + z * h0[u];
-            }
+            jt_gru_cell_forward(U, g, w.HG + i * U3, hp + i * U, hn, hc + i * U);
         }
     }
     if (l->opt.return_sequences) {
@@ -153,19 +142,7 @@ static void gru_backward(jt_layer *l, const float *x, const float *y, const floa
             const float *g = w.G + (i * T + t) * U3, *hn = w.HN + (i * T + t) * U;
             const float *h0 = hp + i * U, *d = dh + i * U;
             float *dg = w.DG + (i * T + t) * U3, *dhg = w.HG + i * U3, *dp = dhp + i * U;
-            for (size_t u = 0; u < U; u++) {
-                float r = g[u], z = g[U + u], nn = g[2 * U + u];
-                float dan = d[u] * (1.0f - z) * (1.0f - nn * nn);
-                float daz = d[u] * (h0[u] - nn) * z * (1.0f - z);
-                float dar = dan * hn[u] * r * (1.0f - r);
-                dg[u] = dar;
-                dg[U + u] = daz;
-                dg[2 * U + u] = dan;
-                dhg[u] = dar;
-                dhg[U + u] = daz;
-                dhg[2 * U + u] = dan * r;
-                dp[u] = d[u] * z;
-            }
+            jt_gru_cell_backward(U, g, hn, h0, d, dg, dhg, dp);
         }
         /* dW_hh (3U, U) += HG^T h_{t-1}; db_hh += sum HG; dh_{t-1} += HG W_hh */
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)U3, (int)U, (int)n, 1.0f, w.HG,
