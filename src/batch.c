@@ -11,7 +11,6 @@
 #include "jtrain/common.h"
 #include "jtrain/rng.h"
 
-static size_t elem_bytes(const jt_array *a) { (void)a; return 4; /* float or int32 */ }
 
 void jt_batcher_init(jt_batcher *bt, const jt_split *split, size_t batch_size, uint64_t seed) {
     memset(bt, 0, sizeof *bt);
@@ -25,7 +24,7 @@ void jt_batcher_init(jt_batcher *bt, const jt_split *split, size_t batch_size, u
     bt->steps_per_epoch = (split->n + batch_size - 1) / batch_size;
     bt->max_local = (batch_size + (size_t)bt->world - 1) / (size_t)bt->world;
     for (size_t a = 0; a < split->n_arrays; a++)
-        bt->record_bytes += split->arrays[a].row_elems * elem_bytes(&split->arrays[a]);
+        bt->record_bytes += jt_array_row_bytes(&split->arrays[a]);
     bt->perm = jt_xcalloc(split->n, sizeof *bt->perm);
     bt->perm_epoch = UINT64_MAX;
     bt->owner_begin = jt_xcalloc((size_t)bt->world + 1, sizeof(size_t));
@@ -39,7 +38,7 @@ void jt_batcher_init(jt_batcher *bt, const jt_split *split, size_t batch_size, u
         bt->slot[s].recv = jt_xcalloc(bt->max_local, bt->record_bytes);
         for (size_t a = 0; a < split->n_arrays; a++)
             bt->slot[s].array[a] =
-                jt_xcalloc(bt->max_local, split->arrays[a].row_elems * elem_bytes(&split->arrays[a]));
+                jt_xcalloc(bt->max_local, jt_array_row_bytes(&split->arrays[a]));
         bt->slot[s].scount = jt_xcalloc(w, sizeof(size_t));
         bt->slot[s].sdispl = jt_xcalloc(w, sizeof(size_t));
         bt->slot[s].rcount = jt_xcalloc(w, sizeof(size_t));
@@ -103,7 +102,7 @@ static void pack_row(const jt_batcher *bt, uint64_t row, unsigned char *rec) {
     const jt_split *s = bt->split;
     size_t local = (size_t)row - s->begin;
     for (size_t a = 0; a < s->n_arrays; a++) {
-        size_t bytes = s->arrays[a].row_elems * elem_bytes(&s->arrays[a]);
+        size_t bytes = jt_array_row_bytes(&s->arrays[a]);
         memcpy(rec, (const unsigned char *)s->arrays[a].data + local * bytes, bytes);
         rec += bytes;
     }
@@ -183,7 +182,7 @@ const jt_batch *jt_batcher_next(jt_batcher *bt) {
         int o = owner_of(bt, b->rows[i]);
         const unsigned char *rec = bt->slot[s].recv + cur[o]++ * bt->record_bytes;
         for (size_t a = 0; a < sp->n_arrays; a++) {
-            size_t bytes = sp->arrays[a].row_elems * elem_bytes(&sp->arrays[a]);
+            size_t bytes = jt_array_row_bytes(&sp->arrays[a]);
             memcpy((unsigned char *)bt->slot[s].array[a] + i * bytes, rec, bytes);
             rec += bytes;
         }

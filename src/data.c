@@ -699,6 +699,11 @@ cleanup:
     return st;
 }
 
+size_t jt_array_row_bytes(const jt_array *a) {
+    _Static_assert(sizeof(float) == sizeof(int32_t), "float and int32 rows differ in size");
+    return a->row_elems * sizeof(float);
+}
+
 jt_array *jt_data_find(const jt_split *s, const char *name) {
     if (!s || !name) return NULL;
     for (size_t i = 0; i < s->n_arrays; i++)

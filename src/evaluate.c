@@ -57,7 +57,7 @@ void jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out) {
     for (size_t off = 0; off < rows; off += m->max_n) {
         size_t n = rows - off < m->max_n ? rows - off : m->max_n;
         for (size_t a = 0; a < split->n_arrays; a++) {
-            size_t bytes = split->arrays[a].row_elems * 4;
+            size_t bytes = jt_array_row_bytes(&split->arrays[a]);
             ptr[a] = (const unsigned char *)split->arrays[a].data + off * bytes;
         }
         jt_model_forward(m, ptr, NULL, n, 0, 0);

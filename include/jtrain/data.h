@@ -66,6 +66,9 @@ jt_status jt_data_open(jt_split *s, const char *path, const char *split,
                        const char *const *inputs, size_t n_inputs,
                        const char *const *labels, size_t n_labels,
                        int rank, int world, char *err, size_t errlen);
+/* Bytes of one row of a in memory (inputs are float, labels int32_t: both 4 bytes). */
+size_t jt_array_row_bytes(const jt_array *a);
+
 /* The array called name, or NULL. */
 jt_array *jt_data_find(const jt_split *s, const char *name);
 /* NULL-safe; leaves s zeroed. */
