@@ -20,8 +20,11 @@ static void usage(FILE *out) {
             "disagree, 75 stopped by a signal after a checkpoint (requeue with --resume auto).\n");
 }
 
+/* Under MPI every rank parses the same arguments: only rank 0 reports. */
+static int g_quiet = 0;
+
 static int usage_error(const char *what, const char *arg) {
-    jt_errorf("%s%s%s (see jtrain --help)", what, arg ? ": " : "", arg ? arg : "");
+    if (!g_quiet) jt_errorf("%s%s%s (see jtrain --help)", what, arg ? ": " : "", arg ? arg : "");
     return JT_EUSAGE;
 }
 
@@ -105,6 +108,7 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "train") != 0 && strcmp(cmd, "eval") != 0)
         return usage_error("unknown command", cmd);
     jt_comm_init(&argc, &argv);
+    g_quiet = jt_comm_rank() != 0;
     int rc = strcmp(cmd, "train") == 0 ? cmd_train(argc, argv) : cmd_eval(argc, argv);
     jt_comm_finalize();
     return rc;

@@ -26,6 +26,8 @@ expect_exit 2 "no-such.yaml" -- "$JTRAIN" train no-such.yaml
 # Under MPI a config error is the same exit 2 on every rank, reported once.
 expect_exit 2 "train.sede" -- bash -c "source '$JT_SRC/scripts/lib.sh'; jt_mpirun -np 2 '$JTRAIN' train unknown.yaml"
 [ "$(grep -c 'train.sede' err.txt)" = 1 ] || fail "config error reported more than once"
+expect_exit 2 "unknown option" -- bash -c "source '$JT_SRC/scripts/lib.sh'; jt_mpirun -np 2 '$JTRAIN' train '$cfg' --frob"
+[ "$(grep -c 'unknown option' err.txt)" = 1 ] || fail "usage error reported more than once"
 
 # Data set errors: exit 3, naming the file and the array, within seconds.
 data_err() { # PATTERN FILE

@@ -2,7 +2,7 @@
 # Faults under mpiexec: a rank that fails or dies makes the job exit non-zero with no hang; a
 # data error on one rank's shard stops every rank with exit 3; a checkpoint interrupted
 # mid-write leaves the previous one intact and loadable; an unwritable checkpoint dir is exit 4;
-# a diverging run is exit 5.
+# a diverging run is exit 5; SIGUSR1 sent to mpirun stops the job with a checkpoint and exit 75.
 source "$(dirname "$0")/../testlib.sh"
 make_synth synth.h5 600 200
 cfg="$FIX/tiny-separate.yaml"
@@ -53,3 +53,14 @@ expect_exit 4 "notadir" -- bash -c \
 # A learning rate that blows up: exit 5 (NaN/Inf), all ranks.
 expect_exit 5 "NaN/Inf" -- bash -c \
   "source '$JT_SRC/scripts/lib.sh'; jt_mpirun -np 2 '$JTRAIN' train '$cfg' --set train.optimizer.lr=1e30 --set checkpoint.dir=nan"
+
+# SIGUSR1 to mpirun itself (not the ranks): Open MPI forwards it, the ranks checkpoint, and the
+# job exits 75 (README "Stopping").
+( rc=0; jt_mpirun -np 2 "$JTRAIN" train "$cfg" --set checkpoint.dir=usr1 --set train.steps=100000 \
+    > usr1.log 2>&1 || rc=$?; echo "$rc" > usr1.rc ) &
+for _ in $(seq 1 100); do grep -q "step 10/" usr1.log 2>/dev/null && break; sleep 0.2; done
+pkill -USR1 -f "^mpirun .*checkpoint.dir=usr1 " || fail "no mpirun to signal"
+wait
+[ "$(cat usr1.rc)" = 75 ] || { tail usr1.log; fail "SIGUSR1 to mpirun: exit $(cat usr1.rc), not 75"; }
+[ -f "usr1/$(cat usr1/latest)" ] || fail "no checkpoint after SIGUSR1 to mpirun"
+pass "SIGUSR1 to mpirun: checkpoint $(cat usr1/latest), exit 75"
