@@ -45,8 +45,6 @@ void jt_comm_abort(int code) {
     exit(code);
 }
 
-void jt_comm_barrier(void) { MPI_Barrier(MPI_COMM_WORLD); }
-
 /* In-place allreduce of n elements in chunks of at most INT_MAX elements. */
 static void sum_chunked(void *buf, size_t n, MPI_Datatype type, size_t elem_bytes) {
     char *p = buf;
@@ -83,23 +81,6 @@ int jt_comm_same_u64(uint64_t v) {
     MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
     return lo == hi;
-}
-
-static void bcast_chunked(void *buf, size_t n, MPI_Datatype type, size_t elem_bytes, int root) {
-    char *p = buf;
-    while (n > 0) {
-        int count = n > (size_t)INT_MAX ? INT_MAX : (int)n;
-        MPI_Bcast(p, count, type, root, MPI_COMM_WORLD);
-        p += (size_t)count * elem_bytes;
-        n -= (size_t)count;
-    }
-}
-
-void jt_comm_bcast_f32(float *buf, size_t n, int root) {
-    bcast_chunked(buf, n, MPI_FLOAT, sizeof(float), root);
-}
-void jt_comm_bcast_bytes(void *buf, size_t n, int root) {
-    bcast_chunked(buf, n, MPI_BYTE, 1, root);
 }
 
 struct jt_comm_xfer {

@@ -88,11 +88,8 @@ jt_status jt_eval_run(const char *ckpt, const char *data, const char *split_name
     if ((st = jt_comm_agree_report(st == JT_OK ? JT_OK : JT_ECKPT, err)) != JT_OK) goto cleanup;
     const char *path = data ? data : cfg.data.file;
     const char *sname = split_name ? split_name : cfg.data.eval;
-    const char *inputs[JT_MODEL_MAX_ARRAYS], *labels[JT_MODEL_MAX_ARRAYS];
-    size_t ni, nl;
-    jt_model_arrays(&cfg, inputs, &ni, labels, &nl);
-    st = jt_comm_agree_report(jt_data_open(&split, path, sname, inputs, ni, labels, nl, rank, world, err,
-                            sizeof err), err);
+    st = jt_comm_agree_report(
+        jt_model_open_data(&cfg, path, sname, rank, world, &split, err, sizeof err), err);
     if (st != JT_OK) goto cleanup;
     st = jt_comm_agree_report(jt_model_build(&m, &cfg, &split, 256, err, sizeof err), err);
     if (st != JT_OK) goto cleanup;
@@ -154,11 +151,7 @@ jt_status jt_summary_run(const char *path) {
         st = jt_config_load(&cfg, path, NULL, 0, err, sizeof err);
     }
     if (st != JT_OK) goto cleanup;
-    const char *inputs[JT_MODEL_MAX_ARRAYS], *labels[JT_MODEL_MAX_ARRAYS];
-    size_t ni, nl;
-    jt_model_arrays(&cfg, inputs, &ni, labels, &nl);
-    st = jt_data_open(&split, cfg.data.file, cfg.data.train, inputs, ni, labels, nl, 0, 0, err,
-                      sizeof err);
+    st = jt_model_open_data(&cfg, cfg.data.file, cfg.data.train, 0, 0, &split, err, sizeof err);
     if (st != JT_OK) goto cleanup;
     st = jt_model_build(&m, &cfg, &split, 1, err, sizeof err);
     if (st != JT_OK) goto cleanup;

@@ -32,13 +32,15 @@ static long find_block_cfg(const jt_config *cfg, const char *name) {
     return -1;
 }
 
-void jt_model_arrays(const jt_config *cfg, const char **inputs, size_t *n_inputs,
-                     const char **labels, size_t *n_labels) {
-    *n_inputs = *n_labels = 0;
+jt_status jt_model_open_data(const jt_config *cfg, const char *path, const char *split, int rank,
+                             int world, jt_split *out, char *err, size_t errlen) {
+    const char *inputs[JT_MODEL_MAX_ARRAYS], *labels[JT_MODEL_MAX_ARRAYS];
+    size_t ni = 0, nl = 0;
     for (size_t b = 0; b < cfg->n_blocks; b++)
         if (find_block_cfg(cfg, cfg->blocks[b].input) < 0)
-            add_unique(inputs, n_inputs, cfg->blocks[b].input);
-    for (size_t h = 0; h < cfg->n_heads; h++) add_unique(labels, n_labels, cfg->heads[h].target);
+            add_unique(inputs, &ni, cfg->blocks[b].input);
+    for (size_t h = 0; h < cfg->n_heads; h++) add_unique(labels, &nl, cfg->heads[h].target);
+    return jt_data_open(out, path, split, inputs, ni, labels, nl, rank, world, err, errlen);
 }
 
 static long find_array(const jt_split *s, const char *name) {
@@ -389,7 +391,6 @@ uint64_t jt_model_checksum(const jt_model *m) {
 }
 
 void jt_model_print_summary(const jt_model *m, FILE *out) {
-    size_t total = 0;
     for (size_t k = 0; k < m->n_chains; k++) {
         const jt_chain *c = &m->chains[k];
         char in[64];
@@ -409,10 +410,9 @@ void jt_model_print_summary(const jt_model *m, FILE *out) {
             char sh[64];
             jt_shape_format(&l->out, sh, sizeof sh);
             fprintf(out, "  %-32s %-20s %10zu params\n", l->name, sh, np);
-            total += np;
         }
     }
-    fprintf(out, "total parameters: %zu\n", total);
+    fprintf(out, "total parameters: %zu\n", jt_params_count(&m->params));
 }
 
 void jt_model_free(jt_model *m) {

@@ -236,14 +236,11 @@ static jt_status setup(run *r, const jt_train_args *a) {
     if (c->train.threads > 0) openblas_set_num_threads((int)c->train.threads);
     else if (r->world > 1) openblas_set_num_threads(1);
 
-    const char *inputs[JT_MODEL_MAX_ARRAYS], *labels[JT_MODEL_MAX_ARRAYS];
-    size_t ni, nl;
-    jt_model_arrays(c, inputs, &ni, labels, &nl);
-    st = jt_comm_agree_report(jt_data_open(&r->train, c->data.file, c->data.train, inputs, ni, labels, nl,
-                            r->rank, r->world, err, sizeof err), err);
+    st = jt_comm_agree_report(jt_model_open_data(c, c->data.file, c->data.train, r->rank,
+                                                 r->world, &r->train, err, sizeof err), err);
     if (st != JT_OK) return st;
-    st = jt_comm_agree_report(jt_data_open(&r->eval, c->data.file, c->data.eval, inputs, ni, labels, nl,
-                            r->rank, r->world, err, sizeof err), err);
+    st = jt_comm_agree_report(jt_model_open_data(c, c->data.file, c->data.eval, r->rank,
+                                                 r->world, &r->eval, err, sizeof err), err);
     if (st != JT_OK) return st;
     if ((st = jt_comm_agree_report(check_same_layout(&r->train, &r->eval, err, sizeof err), err)) != JT_OK)
         return st;

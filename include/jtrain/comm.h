@@ -17,7 +17,6 @@ int jt_comm_rank(void);
 int jt_comm_size(void);
 /* MPI_Abort(MPI_COMM_WORLD, code): stops every rank. */
 void jt_comm_abort(int code) __attribute__((noreturn));
-void jt_comm_barrier(void);
 
 /* In-place sums over all ranks. */
 void jt_comm_sum_f32(float *buf, size_t n);
@@ -31,8 +30,6 @@ jt_status jt_comm_agree(jt_status st, int *first);
 jt_status jt_comm_agree_report(jt_status st, const char *err);
 /* 1 if v is the same on every rank. */
 int jt_comm_same_u64(uint64_t v);
-void jt_comm_bcast_f32(float *buf, size_t n, int root);
-void jt_comm_bcast_bytes(void *buf, size_t n, int root);
 
 /* A non-blocking all-to-all of fixed-size records (the batch exchange). send holds, for each
  * destination rank d, scount[d] records starting at record sdispl[d]; likewise recv. Alongside

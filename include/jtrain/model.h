@@ -54,10 +54,11 @@ typedef struct {
     uint64_t seed;
 } jt_model;
 
-/* The data set arrays a config needs: block inputs that are not blocks (inputs) and head
- * targets (labels), each once, in config order. Pointers into cfg. */
-void jt_model_arrays(const jt_config *cfg, const char **inputs, size_t *n_inputs,
-                     const char **labels, size_t *n_labels);
+/* Opens split `split` of the data set at path with the arrays cfg's model needs (block inputs
+ * that are not blocks, head targets) and reads rank's shard of them (world 0: metadata only;
+ * see jt_data_open). */
+jt_status jt_model_open_data(const jt_config *cfg, const char *path, const char *split, int rank,
+                             int world, jt_split *out, char *err, size_t errlen);
 
 /* Builds the model for cfg over the arrays of split (metadata is enough), with room for max_n
  * rows per pass, and initialises parameters from cfg->train.seed (He/Glorot). JT_EUSAGE with a
