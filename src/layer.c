@@ -9,7 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "layer_kinds.h"
+#include "layers/kinds.h"
 
 static const jt_layer_ops *const g_kinds[] = {
     &jt_layer_dense,

@@ -1,4 +1,4 @@
-/* test_decoder.c - the attn_decoder kind (src/layer_decoder.c).
+/* test_decoder.c - the attn_decoder kind (src/layers/decoder.c).
  *
  * Gradient checks with central differences (their own loop here, because the decoder needs
  * ctx->tokens, which tu_gradcheck_layer does not set): the input and every parameter in train
@@ -159,7 +159,7 @@ static void test_grad_vector(void **state) {
 
 static double sigm(double a) { return 1.0 / (1.0 + exp(-a)); }
 
-/* y (n, L, V) of the model in the header of layer_decoder.c; x: (n, T, F) rows. Teacher
+/* y (n, L, V) of the model in the header of layers/decoder.c; x: (n, T, F) rows. Teacher
  * forcing with tokens, or greedy (tokens NULL). fed (n, L) gets the token fed at each step;
  * margin gets the smallest gap between the best and second-best logit fed back greedily. */
 static void ref_forward(const tu_layer *t, const float *x, size_t n, size_t T, size_t F,

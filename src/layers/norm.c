@@ -1,4 +1,4 @@
-/* layer_norm.c - layer normalisation over the last axis (torch.nn.LayerNorm(F), eps 1e-5):
+/* layers/norm.c - layer normalisation over the last axis (torch.nn.LayerNorm(F), eps 1e-5):
  *
  *   y = (x - mean(x)) / sqrt(var(x) + eps) * gain + bias,   var biased (divides by F)
  *
@@ -11,7 +11,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "layer_kinds.h"
+#include "kinds.h"
 
 #define JT_LN_EPS 1e-5
 

@@ -1,4 +1,4 @@
-/* layer_gru.c - gated recurrent unit over a time-major sequence (torch.nn.GRU semantics,
+/* layers/gru.c - gated recurrent unit over a time-major sequence (torch.nn.GRU semantics,
  * one layer, unidirectional, batch_first, h0 = 0):
  *
  *   r_t = sigmoid(W_ir x_t + b_ir + W_hr h_{t-1} + b_hr)
@@ -28,7 +28,7 @@
 #include <string.h>
 
 #include "gru_cell.h"
-#include "layer_kinds.h"
+#include "kinds.h"
 
 typedef struct {
     size_t T, F, U;

@@ -1,4 +1,4 @@
-/* layer_act.c - elementwise layers: relu, tanh, sigmoid, and inverted dropout.
+/* layers/act.c - elementwise layers: relu, tanh, sigmoid, and inverted dropout.
  *
  * The output shape is the input shape. relu/tanh/sigmoid have no workspace; their backward
  * uses the saved output y (relu' = [y > 0], tanh' = 1 - y^2, sigmoid' = y (1 - y)).
@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "jtrain/mathx.h"
-#include "layer_kinds.h"
+#include "kinds.h"
 
 static jt_status act_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) {
     (void)p, (void)err, (void)errlen;

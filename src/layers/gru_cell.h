@@ -1,4 +1,4 @@
-/* gru_cell.h - the element-wise part of one GRU step, shared by the gru layer and the
+/* layers/gru_cell.h - the element-wise part of one GRU step, shared by the gru layer and the
  * attention decoder (PyTorch torch.nn.GRU / GRUCell semantics, gate order r, z, n):
  *   r = sigmoid(gi_r + gh_r), z = sigmoid(gi_z + gh_z), n = tanh(gi_n + r * gh_n),
  *   h' = (1 - z) * n + z * h.

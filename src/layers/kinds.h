@@ -1,8 +1,8 @@
-/* layer_kinds.h - private to src/: the ops table of every layer kind, and small helpers the
+/* layers/kinds.h - private to src/: the ops table of every layer kind, and small helpers the
  * kinds share (parameter registration, error messages, activation sizes).
  *
  * Adding a kind: define `const jt_layer_ops jt_layer_<kind>` (non-static) in its own
- * src/layer_<file>.c, declare it below and list it in the registry array in src/layer.c. */
+ * src/layers/<file>.c, declare it below and list it in the registry array in src/layer.c. */
 #ifndef JTRAIN_LAYER_KINDS_H
 #define JTRAIN_LAYER_KINDS_H
 
@@ -10,7 +10,7 @@
 
 #include "jtrain/layer.h"
 
-/* ---- kinds (src/layer_dense.c, layer_conv2d.c, layer_pool.c, layer_shape.c, layer_act.c) ---- */
+/* ---- kinds (src/layers/dense.c, conv2d.c, pool.c, shape.c, act.c) ---- */
 extern const jt_layer_ops jt_layer_dense;
 extern const jt_layer_ops jt_layer_conv2d;
 extern const jt_layer_ops jt_layer_maxpool2d;
@@ -20,7 +20,7 @@ extern const jt_layer_ops jt_layer_tanh;
 extern const jt_layer_ops jt_layer_sigmoid;
 extern const jt_layer_ops jt_layer_dropout;
 /* ---- recurrent / attention kinds: add their `extern const jt_layer_ops jt_layer_<kind>;` here ---- */
-/* src/layer_gru.c, layer_lstm.c, layer_conv1d.c, layer_norm.c, layer_attention.c */
+/* src/layers/gru.c, lstm.c, conv1d.c, norm.c, attention.c */
 extern const jt_layer_ops jt_layer_gru;
 extern const jt_layer_ops jt_layer_lstm;
 extern const jt_layer_ops jt_layer_conv1d;
@@ -31,7 +31,7 @@ extern const jt_layer_ops jt_layer_layernorm;
 extern const jt_layer_ops jt_layer_attention_pool;
 extern const jt_layer_ops jt_layer_self_attention;
 extern const jt_layer_ops jt_layer_cross_attention;
-extern const jt_layer_ops jt_layer_attn_decoder; /* src/layer_decoder.c */
+extern const jt_layer_ops jt_layer_attn_decoder; /* src/layers/decoder.c */
 
 /* ---- end of kinds ---- */
 

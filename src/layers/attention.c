@@ -1,4 +1,4 @@
-/* layer_attention.c - attention kinds: attention_pool, self_attention, cross_attention.
+/* layers/attention.c - attention kinds: attention_pool, self_attention, cross_attention.
  *
  * Each kind reads its input (and cross_attention its context) as a set of vectors: a sequence
  * (T, F) is T vectors of F; a feature map (C, H, W) is H*W vectors of C (transposed internally
@@ -30,7 +30,7 @@
 #include <string.h>
 
 #include "jtrain/mathx.h"
-#include "layer_kinds.h"
+#include "kinds.h"
 
 /* Reads shape s as T vectors of F. chw = 1 for a (C, H, W) feature map (stored channel-major,
  * so it must be transposed), vec = 1 for a single vector (F) (T = 1). Returns 0 when s is a

@@ -1,4 +1,4 @@
-/* layer_lstm.c - long short-term memory over a time-major sequence (torch.nn.LSTM semantics,
+/* layers/lstm.c - long short-term memory over a time-major sequence (torch.nn.LSTM semantics,
  * one layer, unidirectional, batch_first, h0 = c0 = 0):
  *
  *   i_t = sigmoid(W_ii x_t + b_ii + W_hi h_{t-1} + b_hi)
@@ -29,7 +29,7 @@
 #include <string.h>
 
 #include "jtrain/mathx.h"
-#include "layer_kinds.h"
+#include "kinds.h"
 
 typedef struct {
     size_t T, F, U;

@@ -1,8 +1,8 @@
-/* layer_shape.c - flatten: any per-sample shape -> (prod of dims). Data are row-major, so this
+/* layers/shape.c - flatten: any per-sample shape -> (prod of dims). Data are row-major, so this
  * is a copy (memmove, so the model may also run it in place). */
 #include <string.h>
 
-#include "layer_kinds.h"
+#include "kinds.h"
 
 static jt_status flatten_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) {
     (void)p, (void)err, (void)errlen;

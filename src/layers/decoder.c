@@ -1,4 +1,4 @@
-/* layer_decoder.c - attn_decoder: a GRU sequence decoder with additive attention over the
+/* layers/decoder.c - attn_decoder: a GRU sequence decoder with additive attention over the
  * encoder's vectors (the captioning head of DESIGN.md, architecture 2), trained with teacher
  * forcing and run greedily at evaluation.
  *
@@ -39,7 +39,7 @@
 
 #include "gru_cell.h"
 #include "jtrain/mathx.h"
-#include "layer_kinds.h"
+#include "kinds.h"
 
 enum { P_EMB, P_WA, P_UA, P_BA, P_V, P_WIH, P_WHH, P_BIH, P_BHH, P_WO, P_BO };
 

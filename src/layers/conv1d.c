@@ -1,4 +1,4 @@
-/* layer_conv1d.c - 1-D convolution and pooling over the time axis of a (T, F) sequence.
+/* layers/conv1d.c - 1-D convolution and pooling over the time axis of a (T, F) sequence.
  *
  * conv1d {filters, kernel, stride = 1, padding = valid}: (T, F) -> (T', filters), the
  *   cross-correlation of torch.nn.Conv1d applied to the transposed (F, T) input. padding valid:
@@ -18,7 +18,7 @@
 #include <limits.h>
 #include <string.h>
 
-#include "layer_kinds.h"
+#include "kinds.h"
 
 static jt_status need_seq(jt_layer *l, const char *what, char *err, size_t errlen) {
     if (l->in.ndim == 2 && l->in.d[0] > 0 && l->in.d[1] > 0) return JT_OK;

@@ -1,4 +1,4 @@
-/* layer_conv2d.c - 2-D convolution (cross-correlation, as torch.nn.Conv2d) by im2col + sgemm.
+/* layers/conv2d.c - 2-D convolution (cross-correlation, as torch.nn.Conv2d) by im2col + sgemm.
  *
  * Input (C, H, W), or (H, W) read as C = 1; output (filters, OH, OW). Square kernel k, stride s.
  * padding valid: OH = (H - k) / s + 1. padding same (TensorFlow "SAME"): OH = ceil(H / s), with
@@ -10,7 +10,7 @@
 #include <limits.h>
 #include <string.h>
 
-#include "layer_kinds.h"
+#include "kinds.h"
 
 typedef struct {
     size_t C, H, W, F, K, S, OH, OW, pt, pl;

@@ -1,4 +1,4 @@
-/* layer_pool.c - 2-D max pooling (torch.nn.MaxPool2d without padding).
+/* layers/pool.c - 2-D max pooling (torch.nn.MaxPool2d without padding).
  *
  * Input (C, H, W), or (H, W) with output (OH, OW); window `size` (default 2), stride (default
  * size), valid windows only: OH = (H - size) / stride + 1. Ties go to the first maximum in
@@ -10,7 +10,7 @@
 #include <limits.h>
 #include <string.h>
 
-#include "layer_kinds.h"
+#include "kinds.h"
 
 typedef struct {
     size_t C, H, W, P, S, OH, OW;

@@ -1,4 +1,4 @@
-/* layer_dense.c - fully connected layer, y = x W^T + b (torch.nn.Linear).
+/* layers/dense.c - fully connected layer, y = x W^T + b (torch.nn.Linear).
  *
  * Parameters: "<name>.W" (units, F), row-major like torch.nn.Linear.weight; "<name>.b" (units).
  * Input (F) -> output (units); input (T, F) -> output (T, units), the same W applied at every
@@ -8,7 +8,7 @@
 #include <limits.h>
 #include <string.h>
 
-#include "layer_kinds.h"
+#include "kinds.h"
 
 static jt_status dense_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) {
     if (l->opt.units <= 0) return jt_layer_err(l, err, errlen, "setting 'units' is required");
