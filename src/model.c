@@ -3,6 +3,7 @@
 #include "jtrain/model.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -166,6 +167,25 @@ static jt_status setup_chain(jt_model *m, jt_chain *c, const jt_config *cfg,
     return JT_OK;
 }
 
+/* Each chain's parameters were registered together, so its views are one contiguous range. */
+static void chain_ranges(jt_model *m) {
+    const jt_params *p = &m->params;
+    for (size_t k = 0; k < m->n_chains; k++) {
+        jt_chain *c = &m->chains[k];
+        c->g_begin = SIZE_MAX;
+        c->g_end = 0;
+        for (size_t i = 0; i < c->n_layers; i++)
+            for (int j = 0; j < c->layers[i].n_params; j++) {
+                const jt_view *v = &p->views[c->layers[i].view[j]];
+                if (v->offset < c->g_begin) c->g_begin = v->offset;
+                if (v->offset + v->size > c->g_end) c->g_end = v->offset + v->size;
+            }
+        if (c->g_begin == SIZE_MAX) c->g_begin = c->g_end = k ? m->chains[k - 1].g_end : 0;
+        JT_CHECK(k == 0 || c->g_begin >= m->chains[k - 1].g_end,
+                 "chain %s: parameters not after the previous chain's", c->name);
+    }
+}
+
 static void alloc_chain(jt_chain *c, size_t max_n) {
     c->act = jt_xcalloc(c->n_layers, sizeof(float *));
     c->dact = jt_xcalloc(c->n_layers, sizeof(float *));
@@ -254,6 +274,7 @@ jt_status jt_model_build(jt_model *m, const jt_config *cfg, const jt_split *spli
         m->n_layers_total += c->n_layers;
     }
     jt_params_alloc(&m->params);
+    chain_ranges(m);
     size_t li = 0;
     for (size_t k = 0; k < m->n_chains; k++) {
         jt_chain *c = &m->chains[k];
@@ -351,7 +372,7 @@ void jt_model_loss(jt_model *m, const void *const *arrays, size_t n, const uint6
 }
 
 void jt_model_backward(jt_model *m, const void *const *arrays, const uint64_t *rows, size_t n,
-                       uint64_t step) {
+                       uint64_t step, jt_chain_done_fn done, void *arg) {
     /* Blocks receive the sum of their consumers' gradients: start from zero. */
     for (size_t k = 0; k < m->n_blocks; k++) {
         jt_chain *c = &m->chains[k];
@@ -376,6 +397,7 @@ void jt_model_backward(jt_model *m, const void *const *arrays, const uint64_t *r
             size_t len = n * jt_shape_size(&c->in);
             for (size_t j = 0; j < len; j++) d[j] += c->dsrc[j];
         }
+        if (done) done(arg, k);
     }
 }
 

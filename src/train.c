@@ -340,7 +340,7 @@ jt_status jt_train_run(const jt_train_args *a) {
             for (size_t i = 0; i < r.train.n_arrays; i++) ptr[i] = b->array[i];
             jt_model_forward(m, ptr, b->rows, b->n, 1, r.step);
             jt_model_loss(m, ptr, b->n, labelled, 1, stats);
-            jt_model_backward(m, ptr, b->rows, b->n, r.step);
+            jt_model_backward(m, ptr, b->rows, b->n, r.step, NULL, NULL);
             memset(local, 0, nf * sizeof(double));
             jt_head_eval_add(local, stats, nh);
             for (size_t i = 0; i < nf; i++) ctrl[i] = (float)local[i];

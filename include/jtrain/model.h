@@ -43,7 +43,15 @@ typedef struct {
     double weight;
     size_t n_classes;     /* classes, or the vocabulary of a sequence target */
     size_t seq_len;       /* sequence heads: L of the target [N, L]; 0 for class targets */
+    /* The chain's parameters are one contiguous range [g_begin, g_end) of the flat buffers
+     * (floats; g_begin == g_end when it has none): its gradient slice is final once the chain's
+     * backward is done, since consumers run backward before their sources. */
+    size_t g_begin, g_end;
 } jt_chain;
+
+/* Called by jt_model_backward when chain k's gradient slice is final (k runs from the last
+ * chain down to 0), e.g. to start its allreduce while the other chains compute. */
+typedef void (*jt_chain_done_fn)(void *arg, size_t k);
 
 typedef struct {
     jt_chain *chains;     /* blocks in dependency order, then heads in config order */
@@ -77,9 +85,10 @@ void jt_model_forward(jt_model *m, const void *const *arrays, const uint64_t *ro
 void jt_model_loss(jt_model *m, const void *const *arrays, size_t n, const uint64_t *labelled,
                    int grad, jt_xent_stats *stats);
 
-/* Backward pass of the last forward/loss: ADDS into m->params.g. */
+/* Backward pass of the last forward/loss: ADDS into m->params.g. done (may be NULL) is called
+ * with arg as each chain's gradient slice becomes final. */
 void jt_model_backward(jt_model *m, const void *const *arrays, const uint64_t *rows, size_t n,
-                       uint64_t step);
+                       uint64_t step, jt_chain_done_fn done, void *arg);
 
 /* FNV-1a 64 of the parameter buffer's bytes (ranks compare it to prove identical replicas). */
 uint64_t jt_model_checksum(const jt_model *m);

@@ -92,7 +92,7 @@ static double loss_of(jt_model *m, const fake_split *f, size_t off, size_t n, in
     jt_model_forward(m, ptr, rows, n, 1, 1); /* train mode: teacher forcing */
     jt_xent_stats st[8];
     jt_model_loss(m, ptr, n, labelled, grad, st);
-    if (grad) jt_model_backward(m, ptr, rows, n, 1);
+    if (grad) jt_model_backward(m, ptr, rows, n, 1, NULL, NULL);
     double total = 0;
     for (size_t h = 0; h < m->n_heads; h++)
         total += m->chains[m->n_blocks + h].weight * st[h].loss_sum / (double)labelled[h];
