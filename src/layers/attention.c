@@ -2,7 +2,9 @@
  *
  * Each kind reads its input (and cross_attention its context) as a set of vectors: a sequence
  * (T, F) is T vectors of F; a feature map (C, H, W) is H*W vectors of C (transposed internally
- * into the workspace, and the gradient transposed back). Every matrix product is a cblas call.
+ * into the workspace, and the gradient transposed back; jt_seq_view in prims.h). Every matrix
+ * product is a cblas call through prims.h; attention_pool's scoring is jt_addattn, the step the
+ * decoder uses too.
  *
  * attention_pool {units A = F}: additive (Bahdanau et al. 2015) attention pooling with a learned
  *   query v, as the word/sentence attention of Yang et al. 2016 (Hierarchical Attention Networks):
@@ -24,98 +26,12 @@
  *   ".Wo" (D, D), ".bo" (D); G = F for self_attention. Glorot-uniform weights, zero biases.
  *   Workspace: Q, K, V, O and their gradients, the probabilities (n, h, T, S), one (T, S)
  *   scratch, and the transposed copies of feature-map inputs; see mha_layout. */
-#include <cblas.h>
 #include <limits.h>
 #include <math.h>
 #include <string.h>
 
-#include "jtrain/mathx.h"
 #include "kinds.h"
-
-/* Reads shape s as T vectors of F. chw = 1 for a (C, H, W) feature map (stored channel-major,
- * so it must be transposed), vec = 1 for a single vector (F) (T = 1). Returns 0 when s is a
- * shape the kind accepts. */
-static int seq_view(const jt_shape *s, int allow_vec, size_t *T, size_t *F, int *chw) {
-    *chw = 0;
-    if (s->ndim == 1 && allow_vec) *T = 1, *F = s->d[0];
-    else if (s->ndim == 2) *T = s->d[0], *F = s->d[1];
-    else if (s->ndim == 3) *T = s->d[1] * s->d[2], *F = s->d[0], *chw = 1;
-    else return -1;
-    return *T > 0 && *F > 0 && *T <= INT_MAX && *F <= INT_MAX ? 0 : -1;
-}
-
-// src: (n, C, T) -> dst: (n, T, C)
-static void chw_to_rows(const float *src, float *dst, size_t n, size_t C, size_t T) {
-    for (size_t i = 0; i < n; i++)
-        for (size_t c = 0; c < C; c++)
-            for (size_t t = 0; t < T; t++) dst[(i * T + t) * C + c] = src[(i * C + c) * T + t];
-}
-
-// src: (n, T, C) -> dst: (n, C, T), overwritten (add = 0) or added to (add = 1)
-static void rows_to_chw(const float *src, float *dst, size_t n, size_t C, size_t T, int add) {
-    for (size_t i = 0; i < n; i++)
-        for (size_t c = 0; c < C; c++)
-            for (size_t t = 0; t < T; t++) {
-                float v = src[(i * T + t) * C + c];
-                float *d = &dst[(i * C + c) * T + t];
-                *d = add ? *d + v : v;
-            }
-}
-
-// y (rows, cols) = b broadcast over rows (before an sgemm with beta = 1)
-static void fill_bias(float *y, const float *b, size_t rows, size_t cols) {
-    for (size_t r = 0; r < rows; r++) memcpy(y + r * cols, b, cols * sizeof(float));
-}
-
-// db (cols) += column sums of d (rows, cols)
-static void add_colsum(float *db, const float *d, size_t rows, size_t cols) {
-    for (size_t r = 0; r < rows; r++)
-        for (size_t c = 0; c < cols; c++) db[c] += d[r * cols + c];
-}
-
-// In place, each row of p (rows, cols): p = softmax(p), max-subtracted
-static void softmax_rows(float *p, size_t rows, size_t cols) {
-    for (size_t r = 0; r < rows; r++) {
-        float *q = p + r * cols, m = q[0];
-        for (size_t c = 1; c < cols; c++) m = q[c] > m ? q[c] : m;
-        double s = 0;
-        for (size_t c = 0; c < cols; c++) s += (q[c] = expf(q[c] - m));
-        float inv = (float)(1.0 / s);
-        for (size_t c = 0; c < cols; c++) q[c] *= inv;
-    }
-}
-
-// In place, for each row: d = p * (d - sum(d * p)) * scale  (the softmax Jacobian applied to d)
-static void softmax_rows_backward(const float *p, float *d, size_t rows, size_t cols,
-                                  float scale) {
-    for (size_t r = 0; r < rows; r++) {
-        const float *pr = p + r * cols;
-        float *dr = d + r * cols;
-        double s = 0;
-        for (size_t c = 0; c < cols; c++) s += (double)dr[c] * pr[c];
-        for (size_t c = 0; c < cols; c++) dr[c] = pr[c] * (dr[c] - (float)s) * scale;
-    }
-}
-
-// y (rows, out) (+)= x (rows, in) W^T with W (out, in)
-static void gemm_xwt(const float *x, const float *W, float *y, size_t rows, size_t in, size_t out,
-                     float beta) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)out, (int)in, 1.0f, x,
-                (int)in, W, (int)in, beta, y, (int)out);
-}
-
-// dW (out, in) += d (rows, out)^T x (rows, in)
-static void gemm_dw(const float *d, const float *x, float *dW, size_t rows, size_t in, size_t out) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)out, (int)in, (int)rows, 1.0f, d,
-                (int)out, x, (int)in, 1.0f, dW, (int)in);
-}
-
-// dx (rows, in) (+)= d (rows, out) W (out, in)
-static void gemm_dx(const float *d, const float *W, float *dx, size_t rows, size_t in, size_t out,
-                    float beta) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)in, (int)out, 1.0f, d,
-                (int)out, W, (int)in, beta, dx, (int)in);
-}
+#include "prims.h"
 
 static jt_status bad_input(jt_layer *l, const jt_shape *s, const char *what, char *err,
                            size_t errlen) {
@@ -138,7 +54,7 @@ typedef struct {
 /* Lays out the workspace from base (NULL: only sizes); returns its size in floats. */
 static size_t apool_layout(const jt_layer *l, float *base, apool_ws *w) {
     size_t n = l->max_n, off = 0;
-    seq_view(&l->in, 0, &w->T, &w->F, &w->chw);
+    jt_seq_view(&l->in, 0, &w->T, &w->F, &w->chw);
     w->A = l->opt.units > 0 ? (size_t)l->opt.units : w->F;
     size_t nt = n * w->T;
     JT_TAKE(w->X, w->chw ? nt * w->F : 0);
@@ -152,7 +68,7 @@ static size_t apool_layout(const jt_layer *l, float *base, apool_ws *w) {
 static jt_status apool_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) {
     size_t T, F;
     int chw;
-    if (seq_view(&l->in, 0, &T, &F, &chw) != 0)
+    if (jt_seq_view(&l->in, 0, &T, &F, &chw) != 0)
         return bad_input(l, &l->in, "a sequence (T, F) or a feature map (C, H, W)", err, errlen);
     apool_ws w;
     size_t A = l->opt.units > 0 ? (size_t)l->opt.units : F;
@@ -176,28 +92,29 @@ static void apool_init(jt_layer *l, jt_rng *rng) {
     jt_init_glorot_uniform(l->W[2], w.A, w.A, 1, rng);
 }
 
+/* The additive attention step over X (n, T, F) with the layer's v and the workspace's P, a, e. */
+static jt_addattn apool_step(const jt_layer *l, const apool_ws *w, const float *X, size_t n) {
+    jt_addattn s = {.n = n, .T = w->T, .A = w->A, .F = w->F, .X = X, .v = l->W[2], .P = w->P,
+                    .alpha = w->a, .ld_alpha = w->T, .e = w->a + l->max_n * w->T};
+    return s;
+}
+
 // x: (n, T, F) (or (n, F, T) for a feature map) -> y: (n, F)
 static void apool_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
     (void)ctx;
     apool_ws w;
     apool_layout(l, l->ws, &w);
-    size_t T = w.T, F = w.F, A = w.A, nt = n * T;
+    size_t F = w.F, A = w.A, nt = n * w.T;
     const float *X = x;
     if (w.chw) {
-        chw_to_rows(x, w.X, n, F, T);
+        jt_chw_to_rows(x, w.X, n, F, w.T);
         X = w.X;
     }
-    /* P (n*T, A) = tanh(X W^T + b); e (n*T) = P v; a = softmax over each sample's T */
-    fill_bias(w.P, l->W[1], nt, A);
-    gemm_xwt(X, l->W[0], w.P, nt, F, A, 1.0f);
-    for (size_t k = 0; k < nt * A; k++) w.P[k] = jt_tanhf(w.P[k]);
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)nt, (int)A, 1.0f, w.P, (int)A, l->W[2], 1, 0.0f,
-                w.a, 1);
-    softmax_rows(w.a, n, T);
-    /* y_i (F) = X_i^T a_i */
-    for (size_t i = 0; i < n; i++)
-        cblas_sgemv(CblasRowMajor, CblasTrans, (int)T, (int)F, 1.0f, X + i * T * F, (int)F,
-                    w.a + i * T, 1, 0.0f, y + i * F, 1);
+    /* keys K (n*T, A) = X W^T + b, in P; then P = tanh(K), a = softmax(P v), y_i = X_i^T a_i */
+    jt_rows_fill(w.P, A, l->W[1], nt, A);
+    jt_gemm_abt(nt, A, F, 1.0f, X, F, l->W[0], F, 1.0f, w.P, A);
+    jt_addattn s = apool_step(l, &w, X, n);
+    jt_addattn_forward(&s, w.P, NULL, 0, y, F);
 }
 
 static void apool_backward(jt_layer *l, const float *x, const float *y, const float *dy, float *dx,
@@ -205,32 +122,17 @@ static void apool_backward(jt_layer *l, const float *x, const float *y, const fl
     (void)y, (void)ctx;
     apool_ws w;
     apool_layout(l, l->ws, &w);
-    size_t T = w.T, F = w.F, A = w.A, nt = n * T;
-    const float *X = w.chw ? w.X : x, *Wm = l->W[0], *v = l->W[2];
-    float *da = w.a + l->max_n * T;
-    /* da_i (T) = X_i dy_i; de = softmax Jacobian applied to da (in place) */
-    for (size_t i = 0; i < n; i++)
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)T, (int)F, 1.0f, X + i * T * F, (int)F,
-                    dy + i * F, 1, 0.0f, da + i * T, 1);
-    softmax_rows_backward(w.a, da, n, T, 1.0f);
-    /* dv += P^T de; dP = de v^T * (1 - P^2); dW += dP^T X; db += sum dP */
-    cblas_sgemv(CblasRowMajor, CblasTrans, (int)nt, (int)A, 1.0f, w.P, (int)A, da, 1, 1.0f,
-                l->dW[2], 1);
-    for (size_t r = 0; r < nt; r++)
-        for (size_t k = 0; k < A; k++) {
-            float pk = w.P[r * A + k];
-            w.dP[r * A + k] = da[r] * v[k] * (1.0f - pk * pk);
-        }
-    gemm_dw(w.dP, X, l->dW[0], nt, F, A);
-    add_colsum(l->dW[1], w.dP, nt, A);
+    size_t F = w.F, A = w.A, nt = n * w.T;
+    const float *X = w.chw ? w.X : x;
+    float *dX = dx ? (w.chw ? w.dX : dx) : NULL;
+    /* dX = a_t dy_i, dv += P^T de, dP = dL/dK; then dW += dP^T X, db += sum dP, dX += dP W */
+    jt_addattn s = apool_step(l, &w, X, n);
+    jt_addattn_backward(&s, dy, F, dX, 0, l->dW[2], w.dP, 0, NULL);
+    jt_gemm_atb(A, F, nt, 1.0f, w.dP, A, X, F, 1.0f, l->dW[0], F);
+    jt_colsum_add(l->dW[1], w.dP, A, nt, A);
     if (!dx) return;
-    /* dX (n*T, F) = a_t dy_i + dP W */
-    float *dX = w.chw ? w.dX : dx;
-    for (size_t i = 0; i < n; i++)
-        for (size_t t = 0; t < T; t++)
-            for (size_t f = 0; f < F; f++) dX[(i * T + t) * F + f] = w.a[i * T + t] * dy[i * F + f];
-    gemm_dx(w.dP, Wm, dX, nt, F, A, 1.0f);
-    if (w.chw) rows_to_chw(dX, dx, n, F, T, 0);
+    jt_gemm_ab(nt, F, A, 1.0f, w.dP, A, l->W[0], F, 1.0f, dX, F);
+    if (w.chw) jt_rows_to_chw(dX, dx, n, F, w.T, 0);
 }
 
 const jt_layer_ops jt_layer_attention_pool = {
@@ -260,9 +162,9 @@ typedef struct {
 static int mha_geometry(const jt_layer *l, mha_ws *w) {
     memset(w, 0, sizeof *w);
     w->cross = strcmp(l->ops->kind, "cross_attention") == 0;
-    if (seq_view(&l->in, w->cross, &w->T, &w->F, &w->q_chw) != 0) return -1;
+    if (jt_seq_view(&l->in, w->cross, &w->T, &w->F, &w->q_chw) != 0) return -1;
     if (w->cross) {
-        if (seq_view(&l->aux, 0, &w->S, &w->G, &w->kv_chw) != 0) return -2;
+        if (jt_seq_view(&l->aux, 0, &w->S, &w->G, &w->kv_chw) != 0) return -2;
     } else {
         w->S = w->T, w->G = w->F, w->kv_chw = w->q_chw;
     }
@@ -355,20 +257,20 @@ static void mha_forward(jt_layer *l, const float *x, float *y, size_t n, const j
     mha_layout(l, l->ws, &w);
     size_t T = w.T, S = w.S, D = w.D, dk = w.dk;
     const float *Xq = x, *Xkv = x;
-    if (w.q_chw) chw_to_rows(x, w.Xq, n, w.F, T), Xq = w.Xq;
+    if (w.q_chw) jt_chw_to_rows(x, w.Xq, n, w.F, T), Xq = w.Xq;
     if (w.cross) {
         JT_CHECK(ctx && ctx->aux, "layer %s: cross_attention run without its context", l->name);
         Xkv = ctx->aux;
-        if (w.kv_chw) chw_to_rows(ctx->aux, w.Xkv, n, w.G, S), Xkv = w.Xkv;
+        if (w.kv_chw) jt_chw_to_rows(ctx->aux, w.Xkv, n, w.G, S), Xkv = w.Xkv;
     } else {
         Xkv = Xq;
     }
-    fill_bias(w.Q, l->W[P_BQ], n * T, D);
-    gemm_xwt(Xq, l->W[P_WQ], w.Q, n * T, w.F, D, 1.0f);
-    fill_bias(w.K, l->W[P_BK], n * S, D);
-    gemm_xwt(Xkv, l->W[P_WK], w.K, n * S, w.G, D, 1.0f);
-    fill_bias(w.V, l->W[P_BV], n * S, D);
-    gemm_xwt(Xkv, l->W[P_WV], w.V, n * S, w.G, D, 1.0f);
+    jt_rows_fill(w.Q, D, l->W[P_BQ], n * T, D);
+    jt_gemm_abt(n * T, D, w.F, 1.0f, Xq, w.F, l->W[P_WQ], w.F, 1.0f, w.Q, D);
+    jt_rows_fill(w.K, D, l->W[P_BK], n * S, D);
+    jt_gemm_abt(n * S, D, w.G, 1.0f, Xkv, w.G, l->W[P_WK], w.G, 1.0f, w.K, D);
+    jt_rows_fill(w.V, D, l->W[P_BV], n * S, D);
+    jt_gemm_abt(n * S, D, w.G, 1.0f, Xkv, w.G, l->W[P_WV], w.G, 1.0f, w.V, D);
     float scale = (float)(1.0 / sqrt((double)dk));
     for (size_t i = 0; i < n; i++)
         for (size_t h = 0; h < w.H; h++) {
@@ -377,14 +279,12 @@ static void mha_forward(jt_layer *l, const float *x, float *y, size_t n, const j
             const float *Vh = w.V + i * S * D + h * dk;
             float *Ph = w.P + (i * w.H + h) * T * S, *Oh = w.O + i * T * D + h * dk;
             // Ph (T, S) = softmax(Qh Kh^T * scale); Oh (T, dk) = Ph Vh
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)dk, scale,
-                        Qh, (int)D, Kh, (int)D, 0.0f, Ph, (int)S);
-            softmax_rows(Ph, T, S);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)dk, (int)S, 1.0f,
-                        Ph, (int)S, Vh, (int)D, 0.0f, Oh, (int)D);
+            jt_gemm_abt(T, S, dk, scale, Qh, D, Kh, D, 0.0f, Ph, S);
+            jt_softmax_rows(Ph, S, Ph, S, T, S);
+            jt_gemm_ab(T, dk, S, 1.0f, Ph, S, Vh, D, 0.0f, Oh, D);
         }
-    fill_bias(y, l->W[P_BO], n * T, D);
-    gemm_xwt(w.O, l->W[P_WO], y, n * T, D, D, 1.0f);
+    jt_rows_fill(y, D, l->W[P_BO], n * T, D);
+    jt_gemm_abt(n * T, D, D, 1.0f, w.O, D, l->W[P_WO], D, 1.0f, y, D);
 }
 
 static void mha_backward(jt_layer *l, const float *x, const float *y, const float *dy, float *dx,
@@ -396,49 +296,45 @@ static void mha_backward(jt_layer *l, const float *x, const float *y, const floa
     const float *Xq = w.q_chw ? w.Xq : x;
     const float *Xkv = w.cross ? (w.kv_chw ? w.Xkv : ctx->aux) : Xq;
     /* dWo += dY^T O; dbo += sum dY; dO = dY Wo */
-    gemm_dw(dy, w.O, l->dW[P_WO], n * T, D, D);
-    add_colsum(l->dW[P_BO], dy, n * T, D);
-    gemm_dx(dy, l->W[P_WO], w.dO, n * T, D, D, 0.0f);
+    jt_gemm_atb(D, D, n * T, 1.0f, dy, D, w.O, D, 1.0f, l->dW[P_WO], D);
+    jt_colsum_add(l->dW[P_BO], dy, D, n * T, D);
+    jt_gemm_ab(n * T, D, D, 1.0f, dy, D, l->W[P_WO], D, 0.0f, w.dO, D);
     float scale = (float)(1.0 / sqrt((double)dk));
     for (size_t i = 0; i < n; i++)
         for (size_t h = 0; h < w.H; h++) {
             size_t q0 = i * T * D + h * dk, k0 = i * S * D + h * dk;
             const float *Ph = w.P + (i * w.H + h) * T * S;
             // dA (T, S) = dOh Vh^T; dVh (S, dk) = Ph^T dOh
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)S, (int)dk, 1.0f,
-                        w.dO + q0, (int)D, w.V + k0, (int)D, 0.0f, w.dA, (int)S);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)S, (int)dk, (int)T, 1.0f, Ph,
-                        (int)S, w.dO + q0, (int)D, 0.0f, w.dV + k0, (int)D);
+            jt_gemm_abt(T, S, dk, 1.0f, w.dO + q0, D, w.V + k0, D, 0.0f, w.dA, S);
+            jt_gemm_atb(S, dk, T, 1.0f, Ph, S, w.dO + q0, D, 0.0f, w.dV + k0, D);
             // dS = scale * softmax'(dA); dQh (T, dk) = dS Kh; dKh (S, dk) = dS^T Qh
-            softmax_rows_backward(Ph, w.dA, T, S, scale);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)T, (int)dk, (int)S, 1.0f,
-                        w.dA, (int)S, w.K + k0, (int)D, 0.0f, w.dQ + q0, (int)D);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)S, (int)dk, (int)T, 1.0f,
-                        w.dA, (int)S, w.Q + q0, (int)D, 0.0f, w.dK + k0, (int)D);
+            jt_softmax_rows_backward(Ph, S, w.dA, S, T, S, scale);
+            jt_gemm_ab(T, dk, S, 1.0f, w.dA, S, w.K + k0, D, 0.0f, w.dQ + q0, D);
+            jt_gemm_atb(S, dk, T, 1.0f, w.dA, S, w.Q + q0, D, 0.0f, w.dK + k0, D);
         }
-    gemm_dw(w.dQ, Xq, l->dW[P_WQ], n * T, F, D);
-    add_colsum(l->dW[P_BQ], w.dQ, n * T, D);
-    gemm_dw(w.dK, Xkv, l->dW[P_WK], n * S, G, D);
-    add_colsum(l->dW[P_BK], w.dK, n * S, D);
-    gemm_dw(w.dV, Xkv, l->dW[P_WV], n * S, G, D);
-    add_colsum(l->dW[P_BV], w.dV, n * S, D);
+    jt_gemm_atb(D, F, n * T, 1.0f, w.dQ, D, Xq, F, 1.0f, l->dW[P_WQ], F);
+    jt_colsum_add(l->dW[P_BQ], w.dQ, D, n * T, D);
+    jt_gemm_atb(D, G, n * S, 1.0f, w.dK, D, Xkv, G, 1.0f, l->dW[P_WK], G);
+    jt_colsum_add(l->dW[P_BK], w.dK, D, n * S, D);
+    jt_gemm_atb(D, G, n * S, 1.0f, w.dV, D, Xkv, G, 1.0f, l->dW[P_WV], G);
+    jt_colsum_add(l->dW[P_BV], w.dV, D, n * S, D);
     /* dXq = dQ Wq (+ dK Wk + dV Wv for self-attention) */
     if (dx) {
         float *dXq = w.q_chw ? w.dXq : dx;
-        gemm_dx(w.dQ, l->W[P_WQ], dXq, n * T, F, D, 0.0f);
+        jt_gemm_ab(n * T, F, D, 1.0f, w.dQ, D, l->W[P_WQ], F, 0.0f, dXq, F);
         if (!w.cross) {
-            gemm_dx(w.dK, l->W[P_WK], dXq, n * S, G, D, 1.0f);
-            gemm_dx(w.dV, l->W[P_WV], dXq, n * S, G, D, 1.0f);
+            jt_gemm_ab(n * S, G, D, 1.0f, w.dK, D, l->W[P_WK], G, 1.0f, dXq, G);
+            jt_gemm_ab(n * S, G, D, 1.0f, w.dV, D, l->W[P_WV], G, 1.0f, dXq, G);
         }
-        if (w.q_chw) rows_to_chw(dXq, dx, n, F, T, 0);
+        if (w.q_chw) jt_rows_to_chw(dXq, dx, n, F, T, 0);
     }
     /* cross: daux += dK Wk + dV Wv */
     if (w.cross && ctx->daux) {
         float *dXkv = w.kv_chw ? w.dXkv : ctx->daux;
         float beta = w.kv_chw ? 0.0f : 1.0f;
-        gemm_dx(w.dK, l->W[P_WK], dXkv, n * S, G, D, beta);
-        gemm_dx(w.dV, l->W[P_WV], dXkv, n * S, G, D, 1.0f);
-        if (w.kv_chw) rows_to_chw(dXkv, ctx->daux, n, G, S, 1);
+        jt_gemm_ab(n * S, G, D, 1.0f, w.dK, D, l->W[P_WK], G, beta, dXkv, G);
+        jt_gemm_ab(n * S, G, D, 1.0f, w.dV, D, l->W[P_WV], G, 1.0f, dXkv, G);
+        if (w.kv_chw) jt_rows_to_chw(dXkv, ctx->daux, n, G, S, 1);
     }
 }
 

@@ -14,11 +14,12 @@
  *   recomputed from x. No workspace.
  * avgpool1d {size, stride = size}: the same windows, averaged (torch.nn.AvgPool1d).
  * meanpool_time: (T, F) -> (F), the mean over all steps (a global average pool over time). */
-#include <cblas.h>
 #include <limits.h>
 #include <string.h>
 
 #include "kinds.h"
+#include "prims.h"
+#include "simd.h"
 
 static jt_status need_seq(jt_layer *l, const char *what, char *err, size_t errlen) {
     if (l->in.ndim == 2 && l->in.d[0] > 0 && l->in.d[1] > 0) return JT_OK;
@@ -95,7 +96,7 @@ static void c1_im2col(const c1_geom *g, const float *x, float *col, size_t n) {
 }
 
 // dcol: (n*T', K*F) -> dx: (n, T, F), overwritten (windows that overlap add up)
-static void c1_col2im(const c1_geom *g, const float *dcol, float *dx, size_t n) {
+JT_HOT static void c1_col2im(const c1_geom *g, const float *dcol, float *dx, size_t n) {
     memset(dx, 0, n * g->T * g->F * sizeof(float));
     for (size_t i = 0; i < n; i++)
         for (size_t t = 0; t < g->OT; t++) {
@@ -116,9 +117,8 @@ static void conv1d_forward(jt_layer *l, const float *x, float *y, size_t n, cons
     float *col = l->ws;
     size_t rows = n * g.OT;
     c1_im2col(&g, x, col, n);
-    for (size_t r = 0; r < rows; r++) memcpy(y + r * g.nf, l->W[1], g.nf * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)g.nf, (int)g.kf, 1.0f,
-                col, (int)g.kf, l->W[0], (int)g.kf, 1.0f, y, (int)g.nf);
+    jt_rows_fill(y, g.nf, l->W[1], rows, g.nf);
+    jt_gemm_abt(rows, g.nf, g.kf, 1.0f, col, g.kf, l->W[0], g.kf, 1.0f, y, g.nf);
 }
 
 // dy: (n*T', filters) -> dW += dy^T col; db += sum dy; dcol = dy W -> dx by col2im
@@ -129,13 +129,10 @@ static void conv1d_backward(jt_layer *l, const float *x, const float *y, const f
     const float *col = l->ws; /* saved by forward */
     float *dcol = l->ws + l->max_n * g.OT * g.kf;
     size_t rows = n * g.OT;
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)g.nf, (int)g.kf, (int)rows, 1.0f, dy,
-                (int)g.nf, col, (int)g.kf, 1.0f, l->dW[0], (int)g.kf);
-    for (size_t r = 0; r < rows; r++)
-        for (size_t f = 0; f < g.nf; f++) l->dW[1][f] += dy[r * g.nf + f];
+    jt_gemm_atb(g.nf, g.kf, rows, 1.0f, dy, g.nf, col, g.kf, 1.0f, l->dW[0], g.kf);
+    jt_colsum_add(l->dW[1], dy, g.nf, rows, g.nf);
     if (!dx) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)g.kf, (int)g.nf, 1.0f,
-                dy, (int)g.nf, l->W[0], (int)g.kf, 0.0f, dcol, (int)g.kf);
+    jt_gemm_ab(rows, g.kf, g.nf, 1.0f, dy, g.nf, l->W[0], g.kf, 0.0f, dcol, g.kf);
     c1_col2im(&g, dcol, dx, n);
 }
 

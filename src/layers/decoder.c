@@ -27,19 +27,18 @@
  * W_o (V, U+F), b_o (V). Init: emb normal(0, 0.1), Glorot-uniform weights (per gate block for
  * the GRU), zero biases.
  *
- * Every matrix product is a cblas call: the keys W_a x_s of all samples and positions are one
+ * The attention of each step is jt_addattn (prims.h), the step attention_pool uses too. Every
+ * matrix product is a cblas call (prims.h): the keys W_a x_s of all samples and positions are one
  * sgemm; each step's query, GRU products and logits are one sgemm over the batch (strided rows
  * of the per-step buffers); the weight gradients of W_o, W_ih and W_a are one sgemm each over
  * all steps. Workspace: see dec_layout. It depends on max_n only, so it is the same for every
  * batch size; forward keeps Q, AL, Z, G, HN, O and IDX for backward. */
-#include <cblas.h>
 #include <limits.h>
-#include <math.h>
 #include <string.h>
 
 #include "gru_cell.h"
-#include "jtrain/mathx.h"
 #include "kinds.h"
+#include "prims.h"
 
 enum { P_EMB, P_WA, P_UA, P_BA, P_V, P_WIH, P_WHH, P_BIH, P_BHH, P_WO, P_BO };
 
@@ -67,22 +66,12 @@ typedef struct {
     float *DH;  /* 2*N*U      running dL/dh_t and dL/dh_{t-1} */
 } dec_ws;
 
-/* Reads shape s as T vectors of F; chw = 1 for a (C, H, W) feature map. 0 when accepted. */
-static int dec_seq_view(const jt_shape *s, size_t *T, size_t *F, int *chw) {
-    *chw = 0;
-    if (s->ndim == 1) *T = 1, *F = s->d[0];
-    else if (s->ndim == 2) *T = s->d[0], *F = s->d[1];
-    else if (s->ndim == 3) *T = s->d[1] * s->d[2], *F = s->d[0], *chw = 1;
-    else return -1;
-    return *T > 0 && *F > 0 ? 0 : -1;
-}
-
 #define JT_TAKE(ptr, count) (ptr = base ? base + off : NULL, off += (count))
 
 /* Lays out the workspace from base (NULL: only sizes); returns its size in floats. */
 static size_t dec_layout(const jt_layer *l, float *base, dec_ws *w) {
     size_t off = 0, N = l->max_n;
-    dec_seq_view(&l->in, &w->T, &w->F, &w->chw);
+    jt_seq_view(&l->in, 1, &w->T, &w->F, &w->chw);
     w->U = w->E = w->A = (size_t)l->opt.units;
     w->V = (size_t)l->opt.vocab;
     w->L = (size_t)l->opt.length;
@@ -118,7 +107,7 @@ static jt_status dec_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) 
                             "needs the vocabulary size and sequence length of a sequence target "
                             "(vocab %ld, length %ld): use it as the last layer of a head whose "
                             "target is a [N, L] token array", l->opt.vocab, l->opt.length);
-    if (dec_seq_view(&l->in, &T, &F, &chw) != 0) {
+    if (jt_seq_view(&l->in, 1, &T, &F, &chw) != 0) {
         char s[64];
         jt_shape_format(&l->in, s, sizeof s);
         return jt_layer_err(l, err, errlen,
@@ -172,50 +161,12 @@ static void dec_init(jt_layer *l, jt_rng *rng) {
     memset(l->W[P_BO], 0, V * sizeof(float));
 }
 
-// C (m, k_out) (+)= A (m, k_in) (row stride lda) B^T with B (k_out, k_in); C row stride ldc
-static void gemm_abt(const float *a, size_t lda, const float *b, float *c, size_t ldc, size_t m,
-                     size_t k_in, size_t k_out, float beta) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)k_out, (int)k_in, 1.0f, a,
-                (int)lda, b, (int)k_in, beta, c, (int)ldc);
-}
-
-// C (m, k_in) (+)= D (m, k_out) (row stride ldd) B with B (k_out, k_in); C row stride ldc
-static void gemm_ab(const float *d, size_t ldd, const float *b, float *c, size_t ldc, size_t m,
-                    size_t k_in, size_t k_out, float beta) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)k_in, (int)k_out, 1.0f, d,
-                (int)ldd, b, (int)k_in, beta, c, (int)ldc);
-}
-
-// dW (k_out, k_in) += D (m, k_out)^T A (m, k_in); D, A with row strides ldd, lda
-static void gemm_dw(const float *d, size_t ldd, const float *a, size_t lda, float *dW, size_t m,
-                    size_t k_in, size_t k_out) {
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)k_out, (int)k_in, (int)m, 1.0f, d,
-                (int)ldd, a, (int)lda, 1.0f, dW, (int)k_in);
-}
-
-// rows of y (m, cols), row stride ld, = b
-static void fill_rows(float *y, size_t ld, const float *b, size_t m, size_t cols) {
-    for (size_t r = 0; r < m; r++) memcpy(y + r * ld, b, cols * sizeof(float));
-}
-
-// db (cols) += column sums of d (m, cols), row stride ld
-static void add_colsum(float *db, const float *d, size_t ld, size_t m, size_t cols) {
-    for (size_t r = 0; r < m; r++)
-        for (size_t c = 0; c < cols; c++) db[c] += d[r * ld + c];
-}
-
-
-/* P (n, T, A) = tanh(K + Q_t) with Q_t the step-t rows of Q (n, L, A). */
-static void attn_hidden(const dec_ws *w, size_t n, size_t t) {
-    size_t T = w->T, A = w->A;
-    for (size_t i = 0; i < n; i++) {
-        const float *q = w->Q + (i * w->L + t) * A;
-        for (size_t s = 0; s < T; s++) {
-            const float *k = w->K + (i * T + s) * A;
-            float *pp = w->P + (i * T + s) * A;
-            for (size_t a = 0; a < A; a++) pp[a] = jt_tanhf(k[a] + q[a]);
-        }
-    }
+/* The additive attention step of step t: X (n, T, F), weights into AL's step-t rows. */
+static jt_addattn dec_step(const jt_layer *l, const dec_ws *w, const float *X, size_t n,
+                           size_t t) {
+    jt_addattn s = {.n = n, .T = w->T, .A = w->A, .F = w->F, .X = X, .v = l->W[P_V], .P = w->P,
+                    .alpha = w->AL + t * w->T, .ld_alpha = w->L * w->T, .e = w->S};
+    return s;
 }
 
 /* The token fed at step t > 0 to sample i: teacher forcing or greedy (see the top). */
@@ -245,34 +196,22 @@ static void dec_forward(jt_layer *l, const float *x, float *y, size_t n, const j
     size_t ldZ = L * (E + F), ldO = L * (U + F), ldG = L * U3;
     const float *X = x;
     if (w.chw) {
-        for (size_t i = 0; i < n; i++)
-            for (size_t f = 0; f < F; f++)
-                for (size_t s = 0; s < T; s++) w.XT[(i * T + s) * F + f] = x[(i * F + f) * T + s];
+        jt_chw_to_rows(x, w.XT, n, F, T);
         X = w.XT;
     }
     /* K (n*T, A) = X W_a^T: the keys of every sample and position at once */
-    gemm_abt(X, F, l->W[P_WA], w.K, A, n * T, F, A, 0.0f);
+    jt_gemm_abt(n * T, A, F, 1.0f, X, F, l->W[P_WA], F, 0.0f, w.K, A);
     for (size_t t = 0; t < L; t++) {
         const float *hp = t ? w.O + (t - 1) * (U + F) : NULL; /* h_{t-1}: (n, U), stride ldO */
         /* Q_t (n, A) = h_{t-1} U_a^T + b_a; with h_0 = 0 it is b_a */
-        fill_rows(w.Q + t * A, L * A, l->W[P_BA], n, A);
-        if (hp) gemm_abt(hp, ldO, l->W[P_UA], w.Q + t * A, L * A, n, U, A, 1.0f);
-        /* e (n, T) = tanh(K + Q_t) v; alpha_t = softmax over each sample's T positions */
-        attn_hidden(&w, n, t);
-        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)(n * T), (int)A, 1.0f, w.P, (int)A,
-                    l->W[P_V], 1, 0.0f, w.S, 1);
+        jt_rows_fill(w.Q + t * A, L * A, l->W[P_BA], n, A);
+        if (hp) jt_gemm_abt(n, A, U, 1.0f, hp, ldO, l->W[P_UA], U, 1.0f, w.Q + t * A, L * A);
+        /* alpha_t = softmax_s(v . tanh(K_s + Q_t)); c_t (F) = X_i^T alpha_t into Z_t = [emb; c] */
+        jt_addattn s = dec_step(l, &w, X, n, t);
+        jt_addattn_forward(&s, w.K, w.Q + t * A, L * A, w.Z + t * (E + F) + E, ldZ);
         for (size_t i = 0; i < n; i++) {
-            const float *e = w.S + i * T;
-            float *al = w.AL + (i * L + t) * T, m = e[0];
-            for (size_t s = 1; s < T; s++) m = e[s] > m ? e[s] : m;
-            double sum = 0;
-            for (size_t s = 0; s < T; s++) sum += (al[s] = expf(e[s] - m));
-            float inv = (float)(1.0 / sum);
-            for (size_t s = 0; s < T; s++) al[s] *= inv;
-            /* Z_t = [emb(y_in); c_t] with c_t (F) = X_i^T alpha; O_t gets c_t after h_t */
+            /* O_t gets c_t after h_t; Z_t gets the embedding of the step's input token */
             float *z = w.Z + (i * L + t) * (E + F);
-            cblas_sgemv(CblasRowMajor, CblasTrans, (int)T, (int)F, 1.0f, X + i * T * F, (int)F,
-                        al, 1, 0.0f, z + E, 1);
             memcpy(w.O + (i * L + t) * (U + F) + U, z + E, F * sizeof(float));
             size_t tok = t == 0 ? V : next_token(l, &w, y, i, t, ctx);
             w.IDX[i * L + t] = (float)tok;
@@ -280,18 +219,19 @@ static void dec_forward(jt_layer *l, const float *x, float *y, size_t n, const j
         }
         /* input side G_t (n, 3U) = Z_t W_ih^T + b_ih; hidden side GH = h_{t-1} W_hh^T + b_hh */
         float *g0 = w.G + t * U3;
-        fill_rows(g0, ldG, l->W[P_BIH], n, U3);
-        gemm_abt(w.Z + t * (E + F), ldZ, l->W[P_WIH], g0, ldG, n, E + F, U3, 1.0f);
-        fill_rows(w.GH, U3, l->W[P_BHH], n, U3);
-        if (hp) gemm_abt(hp, ldO, l->W[P_WHH], w.GH, U3, n, U, U3, 1.0f);
+        jt_rows_fill(g0, ldG, l->W[P_BIH], n, U3);
+        jt_gemm_abt(n, U3, E + F, 1.0f, w.Z + t * (E + F), ldZ, l->W[P_WIH], E + F, 1.0f, g0, ldG);
+        jt_rows_fill(w.GH, U3, l->W[P_BHH], n, U3);
+        if (hp) jt_gemm_abt(n, U3, U, 1.0f, hp, ldO, l->W[P_WHH], U, 1.0f, w.GH, U3);
         for (size_t i = 0; i < n; i++) {
             float *g = w.G + (i * L + t) * U3, *hn = w.HN + (i * L + t) * U;
             jt_gru_cell_forward(U, g, w.GH + i * U3, hp ? hp + i * ldO : NULL, hn,
                                 w.O + (i * L + t) * (U + F));
         }
         /* logits_t (n, V) = O_t W_o^T + b_o, written into y's step-t rows */
-        fill_rows(y + t * V, L * V, l->W[P_BO], n, V);
-        gemm_abt(w.O + t * (U + F), ldO, l->W[P_WO], y + t * V, L * V, n, U + F, V, 1.0f);
+        jt_rows_fill(y + t * V, L * V, l->W[P_BO], n, V);
+        jt_gemm_abt(n, V, U + F, 1.0f, w.O + t * (U + F), ldO, l->W[P_WO], U + F, 1.0f, y + t * V,
+                    L * V);
     }
 }
 
@@ -304,13 +244,15 @@ static void dec_backward(jt_layer *l, const float *x, const float *y, const floa
     size_t T = w.T, F = w.F, U = w.U, E = w.E, A = w.A, V = w.V, L = w.L, U3 = 3 * U;
     size_t ldO = L * (U + F), ldG = L * U3;
     const float *X = w.chw ? w.XT : x;
-    const float *v = l->W[P_V];
+    /* dL/dx in rows (sample, position): straight into dx for a sequence, else transposed last;
+     * none at all when nobody needs dx */
+    float *DX = dx ? (w.chw ? w.DX : dx) : NULL;
     /* output layer, all steps at once: dW_o += dy^T O; db_o += sum dy; DO = dy W_o */
-    gemm_dw(dy, V, w.O, U + F, l->dW[P_WO], n * L, U + F, V);
-    add_colsum(l->dW[P_BO], dy, V, n * L, V);
-    gemm_ab(dy, V, l->W[P_WO], w.DO, U + F, n * L, U + F, V, 0.0f);
+    jt_gemm_atb(V, U + F, n * L, 1.0f, dy, V, w.O, U + F, 1.0f, l->dW[P_WO], U + F);
+    jt_colsum_add(l->dW[P_BO], dy, V, n * L, V);
+    jt_gemm_ab(n * L, U + F, V, 1.0f, dy, V, l->W[P_WO], U + F, 0.0f, w.DO, U + F);
     memset(w.DK, 0, n * T * A * sizeof(float));
-    memset(w.DX, 0, n * T * F * sizeof(float));
+    if (DX) memset(DX, 0, n * T * F * sizeof(float));
     float *dh = w.DH, *dhp = w.DH + n * U;
     memset(dh, 0, n * U * sizeof(float));
     for (size_t t = L; t-- > 0;) {
@@ -324,71 +266,41 @@ static void dec_backward(jt_layer *l, const float *x, const float *y, const floa
             for (size_t u = 0; u < U; u++) d[u] += dot[u];
             jt_gru_cell_backward(U, g, hn, hp ? hp + i * ldO : NULL, d, dgi, dgh, dp);
         }
-        add_colsum(l->dW[P_BHH], w.GH, U3, n, U3);
+        jt_colsum_add(l->dW[P_BHH], w.GH, U3, n, U3);
         if (hp) {
-            gemm_dw(w.GH, U3, hp, ldO, l->dW[P_WHH], n, U, U3);
-            gemm_ab(w.GH, U3, l->W[P_WHH], dhp, U, n, U, U3, 1.0f);
+            jt_gemm_atb(U3, U, n, 1.0f, w.GH, U3, hp, ldO, 1.0f, l->dW[P_WHH], U);
+            jt_gemm_ab(n, U, U3, 1.0f, w.GH, U3, l->W[P_WHH], U, 1.0f, dhp, U);
         }
         /* DZ (n, E+F) = DGI_t W_ih: the embedding's and the context's gradients */
-        gemm_ab(w.DGI + t * U3, ldG, l->W[P_WIH], w.DZ, E + F, n, E + F, U3, 0.0f);
+        jt_gemm_ab(n, E + F, U3, 1.0f, w.DGI + t * U3, ldG, l->W[P_WIH], E + F, 0.0f, w.DZ, E + F);
         for (size_t i = 0; i < n; i++) {
             float *dz = w.DZ + i * (E + F), *de = l->dW[P_EMB] + (size_t)w.IDX[i * L + t] * E;
             const float *dot = w.DO + (i * L + t) * (U + F) + U;
             for (size_t k = 0; k < E; k++) de[k] += dz[k];
             float *dc = dz + E; /* dL/dc_t = logits' part + GRU input's part */
             for (size_t f = 0; f < F; f++) dc[f] += dot[f];
-            /* c = X_i^T alpha: dalpha (T) = X_i dc; dX_i += alpha dc^T */
-            const float *al = w.AL + (i * L + t) * T;
-            float *da = w.S + i * T;
-            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)T, (int)F, 1.0f, X + i * T * F, (int)F,
-                        dc, 1, 0.0f, da, 1);
-            cblas_sger(CblasRowMajor, (int)T, (int)F, 1.0f, al, 1, dc, 1, w.DX + i * T * F,
-                       (int)F);
-            /* softmax Jacobian: de_s = alpha_s (dalpha_s - sum_r alpha_r dalpha_r) */
-            double sum = 0;
-            for (size_t s = 0; s < T; s++) sum += (double)al[s] * da[s];
-            for (size_t s = 0; s < T; s++) da[s] = al[s] * (da[s] - (float)sum);
         }
-        /* e = tanh(K + Q_t) v: dv += P^T de; P <- dL/d(K + Q_t) = de v (1 - P^2) */
-        attn_hidden(&w, n, t);
-        cblas_sgemv(CblasRowMajor, CblasTrans, (int)(n * T), (int)A, 1.0f, w.P, (int)A, w.S, 1,
-                    1.0f, l->dW[P_V], 1);
-        memset(w.DQ, 0, n * A * sizeof(float));
-        for (size_t i = 0; i < n; i++) {
-            float *dq = w.DQ + i * A;
-            for (size_t s = 0; s < T; s++) {
-                float de = w.S[i * T + s];
-                float *pp = w.P + (i * T + s) * A, *dk = w.DK + (i * T + s) * A;
-                for (size_t a = 0; a < A; a++) {
-                    float d = de * v[a] * (1.0f - pp[a] * pp[a]);
-                    dk[a] += d;
-                    dq[a] += d;
-                }
-            }
-        }
+        /* the attention step: DX += alpha dc^T, dv, DK += dL/dK, DQ = dL/dQ_t (P recomputed) */
+        jt_addattn s = dec_step(l, &w, X, n, t);
+        jt_addattn_hidden(&s, w.K, w.Q + t * A, L * A);
+        jt_addattn_backward(&s, w.DZ + E, E + F, DX, 1, l->dW[P_V], w.DK, 1, w.DQ);
         /* Q_t = h_{t-1} U_a^T + b_a */
-        add_colsum(l->dW[P_BA], w.DQ, A, n, A);
+        jt_colsum_add(l->dW[P_BA], w.DQ, A, n, A);
         if (hp) {
-            gemm_dw(w.DQ, A, hp, ldO, l->dW[P_UA], n, U, A);
-            gemm_ab(w.DQ, A, l->W[P_UA], dhp, U, n, U, A, 1.0f);
+            jt_gemm_atb(A, U, n, 1.0f, w.DQ, A, hp, ldO, 1.0f, l->dW[P_UA], U);
+            jt_gemm_ab(n, U, A, 1.0f, w.DQ, A, l->W[P_UA], U, 1.0f, dhp, U);
         }
         float *tmp = dh;
         dh = dhp;
         dhp = tmp;
     }
     /* all steps at once: dW_ih += DGI^T Z; db_ih += sum DGI; dW_a += DK^T X; DX += DK W_a */
-    gemm_dw(w.DGI, U3, w.Z, E + F, l->dW[P_WIH], n * L, E + F, U3);
-    add_colsum(l->dW[P_BIH], w.DGI, U3, n * L, U3);
-    gemm_dw(w.DK, A, X, F, l->dW[P_WA], n * T, F, A);
-    if (!dx) return;
-    gemm_ab(w.DK, A, l->W[P_WA], w.DX, F, n * T, F, A, 1.0f);
-    if (w.chw) {
-        for (size_t i = 0; i < n; i++)
-            for (size_t f = 0; f < F; f++)
-                for (size_t s = 0; s < T; s++) dx[(i * F + f) * T + s] = w.DX[(i * T + s) * F + f];
-    } else {
-        memcpy(dx, w.DX, n * T * F * sizeof(float));
-    }
+    jt_gemm_atb(U3, E + F, n * L, 1.0f, w.DGI, U3, w.Z, E + F, 1.0f, l->dW[P_WIH], E + F);
+    jt_colsum_add(l->dW[P_BIH], w.DGI, U3, n * L, U3);
+    jt_gemm_atb(A, F, n * T, 1.0f, w.DK, A, X, F, 1.0f, l->dW[P_WA], F);
+    if (!DX) return;
+    jt_gemm_ab(n * T, F, A, 1.0f, w.DK, A, l->W[P_WA], F, 1.0f, DX, F);
+    if (w.chw) jt_rows_to_chw(DX, dx, n, F, T, 0);
 }
 
 const jt_layer_ops jt_layer_attn_decoder = {

@@ -3,12 +3,12 @@
  * Parameters: "<name>.W" (units, F), row-major like torch.nn.Linear.weight; "<name>.b" (units).
  * Input (F) -> output (units); input (T, F) -> output (T, units), the same W applied at every
  * time step (the batch and time dimensions are folded into n*T rows). Every product is one
- * cblas_sgemm over all rows. No workspace. */
-#include <cblas.h>
+ * sgemm over all rows (prims.h). No workspace. */
 #include <limits.h>
 #include <string.h>
 
 #include "kinds.h"
+#include "prims.h"
 
 static jt_status dense_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) {
     if (l->opt.units <= 0) return jt_layer_err(l, err, errlen, "setting 'units' is required");
@@ -47,10 +47,8 @@ static size_t dense_rows(const jt_layer *l, size_t n) {
 static void dense_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
     (void)ctx;
     size_t rows = dense_rows(l, n), U = (size_t)l->opt.units, F = l->in.d[l->in.ndim - 1];
-    const float *b = l->W[1];
-    for (size_t r = 0; r < rows; r++) memcpy(y + r * U, b, U * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, (int)U, (int)F, 1.0f, x,
-                (int)F, l->W[0], (int)F, 1.0f, y, (int)U);
+    jt_rows_fill(y, U, l->W[1], rows, U);
+    jt_gemm_abt(rows, U, F, 1.0f, x, F, l->W[0], F, 1.0f, y, U);
 }
 
 // dy: (rows, units) -> dW (units, F) += dy^T x; db += sum_rows dy; dx (rows, F) = dy W
@@ -58,14 +56,9 @@ static void dense_backward(jt_layer *l, const float *x, const float *y, const fl
                            size_t n, const jt_ctx *ctx) {
     (void)y, (void)ctx;
     size_t rows = dense_rows(l, n), U = (size_t)l->opt.units, F = l->in.d[l->in.ndim - 1];
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)U, (int)F, (int)rows, 1.0f, dy,
-                (int)U, x, (int)F, 1.0f, l->dW[0], (int)F);
-    float *db = l->dW[1];
-    for (size_t r = 0; r < rows; r++)
-        for (size_t u = 0; u < U; u++) db[u] += dy[r * U + u];
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)rows, (int)F, (int)U, 1.0f, dy,
-                    (int)U, l->W[0], (int)F, 0.0f, dx, (int)F);
+    jt_gemm_atb(U, F, rows, 1.0f, dy, U, x, F, 1.0f, l->dW[0], F);
+    jt_colsum_add(l->dW[1], dy, U, rows, U);
+    if (dx) jt_gemm_ab(rows, F, U, 1.0f, dy, U, l->W[0], F, 0.0f, dx, F);
 }
 
 const jt_layer_ops jt_layer_dense = {

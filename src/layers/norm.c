@@ -5,13 +5,16 @@
  * Input (F) or (T, F) -> same shape; each of the n*T rows of F is normalised on its own.
  * Parameters: "<name>.gain" (F), init 1; "<name>.bias" (F), init 0.
  * Workspace: n*T*F floats (x_hat, saved for backward) + n*T (1 / sqrt(var + eps)).
- * Mean and variance are accumulated in double. Backward (Ba et al. 2016, as PyTorch):
+ * Mean and variance are accumulated in double (in order: these sums stay scalar; the elementwise
+ * loops are vectorised clones, JT_HOT). Backward (Ba et al. 2016, as PyTorch):
  *   dx_hat = dy * gain
  *   dx = rstd * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)) */
 #include <math.h>
 #include <string.h>
 
 #include "kinds.h"
+#include "prims.h"
+#include "simd.h"
 
 #define JT_LN_EPS 1e-5
 
@@ -43,10 +46,11 @@ static size_t ln_rows(const jt_layer *l, size_t n) {
 }
 
 // x: (rows, F) -> y: (rows, F); ws: x_hat (rows, F), rstd (rows)
-static void layernorm_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
+JT_HOT static void layernorm_forward(jt_layer *l, const float *x, float *y, size_t n,
+                                     const jt_ctx *ctx) {
     (void)ctx;
     size_t F = l->in.d[l->in.ndim - 1], rows = ln_rows(l, n);
-    float *xhat = l->ws, *rstd = l->ws + l->max_n * (l->in.ndim == 2 ? l->in.d[0] : 1) * F;
+    float *xhat = l->ws, *rstd = l->ws + ln_rows(l, l->max_n) * F;
     const float *gain = l->W[0], *bias = l->W[1];
     for (size_t r = 0; r < rows; r++) {
         const float *xr = x + r * F;
@@ -65,24 +69,25 @@ static void layernorm_forward(jt_layer *l, const float *x, float *y, size_t n, c
     }
 }
 
-static void layernorm_backward(jt_layer *l, const float *x, const float *y, const float *dy,
-                               float *dx, size_t n, const jt_ctx *ctx) {
+// dy: (rows, F) -> dgain, dbias (F) +=; dx: (rows, F)
+JT_HOT static void layernorm_backward(jt_layer *l, const float *x, const float *y,
+                                      const float *dy, float *dx, size_t n, const jt_ctx *ctx) {
     (void)x, (void)y, (void)ctx;
     size_t F = l->in.d[l->in.ndim - 1], rows = ln_rows(l, n);
-    const float *xhat = l->ws, *rstd = l->ws + l->max_n * (l->in.ndim == 2 ? l->in.d[0] : 1) * F;
+    const float *xhat = l->ws, *rstd = l->ws + ln_rows(l, l->max_n) * F;
     const float *gain = l->W[0];
-    float *dgain = l->dW[0], *dbias = l->dW[1];
+    float *dgain = l->dW[0];
+    jt_colsum_add(l->dW[1], dy, F, rows, F);
     for (size_t r = 0; r < rows; r++) {
         const float *h = xhat + r * F, *d = dy + r * F;
+        for (size_t f = 0; f < F; f++) dgain[f] += d[f] * h[f];
+        if (!dx) continue;
         double s1 = 0, s2 = 0; /* sums of dx_hat and dx_hat * x_hat */
         for (size_t f = 0; f < F; f++) {
-            dgain[f] += d[f] * h[f];
-            dbias[f] += d[f];
             float dh = d[f] * gain[f];
             s1 += dh;
             s2 += dh * h[f];
         }
-        if (!dx) continue;
         float m1 = (float)(s1 / (double)F), m2 = (float)(s2 / (double)F);
         for (size_t f = 0; f < F; f++)
             dx[r * F + f] = rstd[r] * (d[f] * gain[f] - m1 - h[f] * m2);
