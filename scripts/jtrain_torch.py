@@ -1,0 +1,664 @@
+"""jtrain_torch - PyTorch twins of jtrain models: the outside oracle of issue 7.
+
+A twin is a torch.nn.Module that computes what jtrain computes for the same config: the same
+blocks and heads, the same layer kinds (src/layers/*.c), the projection "<head>.out" jtrain adds
+to every class head, the same loss (per head: weight * mean cross-entropy over labelled rows,
+label -1 masked; summed over heads; src/model.c jt_model_loss) and torch.optim.AdamW (src/optim.c
+follows it term by term). Every activation keeps jtrain's layout: a sequence is (N, T, F),
+time-major, so conv1d -> flatten flattens (T', filters) as jtrain does. Parameters are named by
+jtrain's views ("<chain>.<index>.<kind>.<param>", "<head>.out.W"); the only parameter whose
+layout differs from torch's is conv1d's weight, permuted in `jtrain_layout` / `torch_layout`.
+
+Needs Debian's /usr/bin/python3 (torch, numpy, PyYAML). API:
+
+    cfg = load_config(path_or_text)                # the YAML config as a dict
+    twin, views = build_twin(cfg, shapes, classes)  # views: {view name: (kind, pname, Parameter)}
+    arrays = to_tensors(twin, {name: numpy batch}, dtype)
+    logits = forward(twin, arrays, rows=, step=, train=)   # {head: logits tensor}
+    total, per_head = loss(twin, logits, arrays)    # per_head: {head: mean cross-entropy}
+    jtrain_arrays(views, grad=False)                # {view: float32 ndarray, jtrain layout}
+    load_jtrain_arrays(views, {view: ndarray})
+    opt = make_optimizer(twin, cfg)
+    total, per_head, norm = train_step(twin, opt, arrays, rows, step, clip_norm)
+    shapes_of(h5_split_group)                       # (shapes, classes) of a data set split
+
+`shapes` maps every array the model reads to its per-sample shape (an input (H, W), (C, H, W) or
+(T, F); a class label (); a sequence label (L,)); `classes` maps each label array to its number
+of classes (or vocabulary). `arrays` maps names to batches: inputs float (already normalised as
+jtrain normalises them on load), labels integer. Dropout: `twin.dropout_mode = "jtrain"` draws
+jtrain's own masks (xoshiro256** streams per (seed, step, row, layer), src/rng.c; slow, exact),
+"torch" uses torch.nn.functional.dropout (for benchmarks).
+"""
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+try:
+    import yaml
+except ImportError:  # pragma: no cover - scripts/setup --with-torch installs python3-yaml
+    yaml = None
+
+LN_EPS = 1e-5  # src/layers/norm.c JT_LN_EPS
+
+
+def load_config(source):
+    """Parses a jtrain config from a file path or from YAML text (contains a newline)."""
+    if yaml is None:
+        raise RuntimeError("jtrain_torch needs PyYAML (apt-get install python3-yaml)")
+    text = source if "\n" in source else open(source, encoding="utf-8").read()
+    return yaml.safe_load(text)
+
+
+def parse_layer(spec):
+    """A layer as written in the config (`relu` or `{conv2d: {...}}`) -> (kind, settings)."""
+    if isinstance(spec, str):
+        return spec, {}
+    (kind, opts), = spec.items()
+    return kind, dict(opts or {})
+
+
+# ---- layouts: the one place where torch's and jtrain's parameter layouts differ ----
+
+def jtrain_layout(kind, pname, t):
+    """A torch parameter (tensor) in jtrain's layout for view <...>.<kind>.<pname>."""
+    if kind == "conv1d" and pname == "W":  # torch (filters, F, k) -> jtrain (filters, k, F)
+        return t.permute(0, 2, 1)
+    return t
+
+
+def torch_layout(kind, pname, t):
+    """Inverse of jtrain_layout."""
+    if kind == "conv1d" and pname == "W":
+        return t.permute(0, 2, 1)
+    return t
+
+
+# ---- jtrain's random streams (src/rng.c), for bit-exact dropout masks ----
+
+_M64 = (1 << 64) - 1
+
+
+def _splitmix64(x):
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    z = x
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return x, z ^ (z >> 31)
+
+
+def _rotl(x, k):
+    return ((x << k) | (x >> (64 - k))) & _M64
+
+
+class JtRng:
+    """jt_rng (xoshiro256** seeded through splitmix64 from a tuple), as src/rng.c."""
+
+    def __init__(self, seed, purpose, a, b, c):
+        x = seed & _M64
+        for part in (purpose, a, b, c):
+            x2, z = _splitmix64(x)
+            x = x2 ^ ((z + part * 0xD1342543DE82EF95) & _M64)
+        s = []
+        for _ in range(4):
+            x, z = _splitmix64(x)
+            s.append(z)
+        if not any(s):
+            s[0] = 1
+        self.s = s
+
+    def u64(self):
+        s = self.s
+        result = (_rotl((s[1] * 5) & _M64, 7) * 9) & _M64
+        t = (s[1] << 17) & _M64
+        s[2] ^= s[0]
+        s[3] ^= s[1]
+        s[1] ^= s[2]
+        s[0] ^= s[3]
+        s[2] ^= t
+        s[3] = _rotl(s[3], 45)
+        return result
+
+    def uniform(self):
+        """float32 in [0, 1) with 24 random bits (returned as a Python float, exact)."""
+        return (self.u64() >> 40) / 16777216.0
+
+
+JT_RNG_DROPOUT = 3
+
+
+def jtrain_dropout_mask(seed, step, row, layer_index, size, rate):
+    """The mask jtrain's dropout draws for one row: 0 or float32(1 / (1 - rate)) per element."""
+    r = JtRng(seed, JT_RNG_DROPOUT, step, row, layer_index)
+    rate32 = float(np.float32(rate))
+    keep = float(np.float32(1.0 / (1.0 - rate)))
+    return np.array([keep if r.uniform() >= rate32 else 0.0 for _ in range(size)])
+
+
+# ---- layer kinds: each computes what src/layers/<kind>.c computes, in jtrain's layout ----
+
+def _seq_view(shape, allow_vec=False):
+    """A per-sample shape read as T vectors of F: (T, F, chw), chw for a (C, H, W) map."""
+    if len(shape) == 1 and allow_vec:
+        return 1, shape[0], False
+    if len(shape) == 2:
+        return shape[0], shape[1], False
+    if len(shape) == 3:
+        return shape[1] * shape[2], shape[0], True
+    raise ValueError(f"expected a sequence or a feature map, got {shape}")
+
+
+def _as_rows(x, chw):
+    """(N, C, H, W) -> (N, H*W, C) for a feature map; a sequence (N, T, F) as it is."""
+    return x.reshape(x.shape[0], x.shape[1], -1).transpose(1, 2) if chw else x
+
+
+def _same_pad(size, k, s):
+    """TensorFlow SAME padding as jtrain defines it: (out, pad before, pad after)."""
+    out = (size + s - 1) // s
+    total = max((out - 1) * s + k - size, 0)
+    return out, total // 2, total - total // 2
+
+
+class Layer(nn.Module):
+    """A layer of a chain: in_shape / out_shape per sample; params() in jtrain's view order."""
+
+    kind = None
+
+    def params(self):
+        return []
+
+
+class Dense(Layer):
+    kind = "dense"
+
+    def __init__(self, o, shape):
+        super().__init__()
+        self.lin = nn.Linear(shape[-1], o["units"])
+        self.out_shape = tuple(shape[:-1]) + (o["units"],)
+
+    def params(self):
+        return [("W", self.lin.weight), ("b", self.lin.bias)]
+
+    def forward(self, x, ctx):
+        return self.lin(x)
+
+
+class Conv2d(Layer):
+    kind = "conv2d"
+
+    def __init__(self, o, shape):
+        super().__init__()
+        self.two = len(shape) == 2
+        C, H, W = (1,) + tuple(shape) if self.two else shape
+        k, s = o["kernel"], o.get("stride", 1)
+        if o.get("padding", "valid") == "same":
+            oh, pt, pb = _same_pad(H, k, s)
+            ow, pl, pr = _same_pad(W, k, s)
+            self.pad = (pl, pr, pt, pb)
+        else:
+            oh, ow, self.pad = (H - k) // s + 1, (W - k) // s + 1, None
+        self.conv = nn.Conv2d(C, o["filters"], k, stride=s)
+        self.out_shape = (o["filters"], oh, ow)
+
+    def params(self):
+        return [("W", self.conv.weight), ("b", self.conv.bias)]
+
+    def forward(self, x, ctx):
+        if self.two:
+            x = x.unsqueeze(1)
+        if self.pad:
+            x = F.pad(x, self.pad)
+        return self.conv(x)
+
+
+class MaxPool2d(Layer):
+    kind = "maxpool2d"
+
+    def __init__(self, o, shape):
+        super().__init__()
+        p = o.get("size", 2)
+        s = o.get("stride", p)
+        self.pool = nn.MaxPool2d(p, s)
+        oh, ow = (shape[-2] - p) // s + 1, (shape[-1] - p) // s + 1
+        self.out_shape = tuple(shape[:-2]) + (oh, ow)
+
+    def forward(self, x, ctx):
+        return self.pool(x)  # (N, H, W) reads as an unbatched (C, H, W): the same windows
+
+
+class Flatten(Layer):
+    kind = "flatten"
+
+    def __init__(self, o, shape):
+        super().__init__()
+        self.out_shape = (math.prod(shape),)
+
+    def forward(self, x, ctx):
+        return x.reshape(x.shape[0], -1)
+
+
+class Elementwise(Layer):
+    FNS = {"relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid}
+
+    def __init__(self, o, shape, kind):
+        super().__init__()
+        self.kind, self.fn, self.out_shape = kind, self.FNS[kind], tuple(shape)
+
+    def forward(self, x, ctx):
+        return self.fn(x)
+
+
+class Dropout(Layer):
+    kind = "dropout"
+
+    def __init__(self, o, shape):
+        super().__init__()
+        self.rate, self.out_shape = float(o.get("rate", 0.0)), tuple(shape)
+        self.layer_index = None  # set by Twin: the layer's index in the whole model
+
+    def forward(self, x, ctx):
+        if not ctx["train"] or self.rate == 0.0:
+            return x
+        if ctx["dropout_mode"] == "torch":
+            return F.dropout(x, self.rate, True)
+        size = math.prod(self.out_shape)
+        mask = np.stack([jtrain_dropout_mask(ctx["seed"], ctx["step"], int(r), self.layer_index,
+                                             size, self.rate) for r in ctx["rows"]])
+        return x * torch.from_numpy(mask).to(x.dtype).reshape(x.shape)
+
+
+class Conv1d(Layer):
+    kind = "conv1d"
+
+    def __init__(self, o, shape):
+        super().__init__()
+        T, Fin = shape
+        k, s = o["kernel"], o.get("stride", 1)
+        if o.get("padding", "valid") == "same":
+            ot, before, after = _same_pad(T, k, s)
+            self.pad = (before, after)
+        else:
+            ot, self.pad = (T - k) // s + 1, None
+        self.conv = nn.Conv1d(Fin, o["filters"], k, stride=s)
+        self.out_shape = (ot, o["filters"])
+
+    def params(self):
+        return [("W", self.conv.weight), ("b", self.conv.bias)]
+
+    def forward(self, x, ctx):
+        x = x.transpose(1, 2)  # (N, T, F) -> torch's (N, F, T)
+        if self.pad:
+            x = F.pad(x, self.pad)
+        return self.conv(x).transpose(1, 2)
+
+
+class Pool1d(Layer):
+    def __init__(self, o, shape, kind):
+        super().__init__()
+        self.kind = kind
+        k = o["size"]
+        s = o.get("stride", k)
+        self.pool = (nn.MaxPool1d if kind == "maxpool1d" else nn.AvgPool1d)(k, s)
+        self.out_shape = ((shape[0] - k) // s + 1, shape[1])
+
+    def forward(self, x, ctx):
+        return self.pool(x.transpose(1, 2)).transpose(1, 2)
+
+
+class MeanPoolTime(Layer):
+    kind = "meanpool_time"
+
+    def __init__(self, o, shape):
+        super().__init__()
+        self.out_shape = (shape[1],)
+
+    def forward(self, x, ctx):
+        return x.mean(1)
+
+
+class Recurrent(Layer):
+    def __init__(self, o, shape, kind):
+        super().__init__()
+        self.kind = kind
+        U = o["units"]
+        self.rnn = (nn.GRU if kind == "gru" else nn.LSTM)(shape[1], U, batch_first=True)
+        self.seq = bool(o.get("return_sequences", False))
+        self.out_shape = (shape[0], U) if self.seq else (U,)
+
+    def params(self):
+        r = self.rnn
+        return [("W_ih", r.weight_ih_l0), ("W_hh", r.weight_hh_l0), ("b_ih", r.bias_ih_l0),
+                ("b_hh", r.bias_hh_l0)]
+
+    def forward(self, x, ctx):
+        y = self.rnn(x)[0]
+        return y if self.seq else y[:, -1]
+
+
+class LayerNorm(Layer):
+    kind = "layernorm"
+
+    def __init__(self, o, shape):
+        super().__init__()
+        self.ln = nn.LayerNorm(shape[-1], eps=LN_EPS)
+        self.out_shape = tuple(shape)
+
+    def params(self):
+        return [("gain", self.ln.weight), ("bias", self.ln.bias)]
+
+    def forward(self, x, ctx):
+        return self.ln(x)
+
+
+def _glorot(*shape):
+    fan_out, fan_in = (shape[0], shape[1]) if len(shape) == 2 else (1, shape[0])
+    a = math.sqrt(6.0 / (fan_in + fan_out))
+    return nn.Parameter(torch.empty(*shape).uniform_(-a, a))
+
+
+def _small(n):
+    return nn.Parameter(torch.empty(n).uniform_(-0.1, 0.1))
+
+
+class AttentionPool(Layer):
+    """p_t = tanh(W x_t + b), e_t = v . p_t, a = softmax_t(e), y = sum_t a_t x_t."""
+
+    kind = "attention_pool"
+
+    def __init__(self, o, shape):
+        super().__init__()
+        _, Fin, self.chw = _seq_view(shape)
+        A = o.get("units") or Fin
+        self.W, self.b, self.v = _glorot(A, Fin), _small(A), _glorot(A)
+        self.out_shape = (Fin,)
+
+    def params(self):
+        return [("W", self.W), ("b", self.b), ("v", self.v)]
+
+    def forward(self, x, ctx):
+        X = _as_rows(x, self.chw)
+        a = torch.softmax(torch.tanh(X @ self.W.t() + self.b) @ self.v, dim=1)
+        return (a.unsqueeze(-1) * X).sum(1)
+
+
+class MultiHeadAttention(Layer):
+    """torch.nn.MultiheadAttention's maths with separate q/k/v projections (kdim = vdim)."""
+
+    def __init__(self, o, shape, kind, aux_shape=None):
+        super().__init__()
+        self.kind = kind
+        self.cross = kind == "cross_attention"
+        T, Fq, self.q_chw = _seq_view(shape, allow_vec=self.cross)
+        self.vec = len(shape) == 1
+        if self.cross:
+            _, G, self.kv_chw = _seq_view(aux_shape)
+            self.context = o["context"]
+        else:
+            G = Fq
+        D = o.get("units") or Fq
+        self.H = o.get("heads", 1)
+        self.Wq, self.bq = _glorot(D, Fq), _small(D)
+        self.Wk, self.bk = _glorot(D, G), _small(D)
+        self.Wv, self.bv = _glorot(D, G), _small(D)
+        self.Wo, self.bo = _glorot(D, D), _small(D)
+        self.out_shape = (D,) if self.vec else (T, D)
+
+    def params(self):
+        return [("Wq", self.Wq), ("bq", self.bq), ("Wk", self.Wk), ("bk", self.bk),
+                ("Wv", self.Wv), ("bv", self.bv), ("Wo", self.Wo), ("bo", self.bo)]
+
+    def forward(self, x, ctx):
+        N = x.shape[0]
+        Xq = x.unsqueeze(1) if self.vec else _as_rows(x, self.q_chw)
+        Xkv = _as_rows(ctx["chains"][self.context], self.kv_chw) if self.cross else Xq
+        D, H = self.Wq.shape[0], self.H
+        dk = D // H
+
+        def heads(z):  # (N, T, D) -> (N, H, T, dk)
+            return z.reshape(N, z.shape[1], H, dk).transpose(1, 2)
+
+        Q = heads(Xq @ self.Wq.t() + self.bq)
+        K = heads(Xkv @ self.Wk.t() + self.bk)
+        V = heads(Xkv @ self.Wv.t() + self.bv)
+        P = torch.softmax(Q @ K.transpose(-1, -2) / math.sqrt(dk), dim=-1)
+        O = (P @ V).transpose(1, 2).reshape(N, -1, D)
+        Y = O @ self.Wo.t() + self.bo
+        return Y[:, 0] if self.vec else Y
+
+
+class AttnDecoder(Layer):
+    """GRU decoder with additive attention (src/layers/decoder.c), teacher forcing in training
+    (the head's target tokens, -1 fed as 0), greedy at evaluation. E = A = U."""
+
+    kind = "attn_decoder"
+
+    def __init__(self, o, shape, vocab, length, target):
+        super().__init__()
+        _, Fin, self.chw = _seq_view(shape, allow_vec=True)
+        self.vec = len(shape) == 1
+        self.U = U = o["units"]
+        self.V, self.L, self.target = vocab, length, target
+        self.emb = nn.Parameter(0.1 * torch.randn(vocab + 1, U))
+        self.W_a, self.U_a, self.b_a, self.v = _glorot(U, Fin), _glorot(U, U), _small(U), _glorot(U)
+        self.cell = nn.GRUCell(U + Fin, U)
+        self.W_o, self.b_o = _glorot(vocab, U + Fin), _small(vocab)
+        self.out_shape = (length, vocab)
+
+    def params(self):
+        c = self.cell
+        return [("emb", self.emb), ("W_a", self.W_a), ("U_a", self.U_a), ("b_a", self.b_a),
+                ("v", self.v), ("W_ih", c.weight_ih), ("W_hh", c.weight_hh), ("b_ih", c.bias_ih),
+                ("b_hh", c.bias_hh), ("W_o", self.W_o), ("b_o", self.b_o)]
+
+    def forward(self, x, ctx):
+        N = x.shape[0]
+        X = x.unsqueeze(1) if self.vec else _as_rows(x, self.chw)
+        keys = X @ self.W_a.t()
+        h = torch.zeros(N, self.U, dtype=x.dtype)
+        tokens = ctx["arrays"][self.target] if ctx["train"] else None
+        out, tok = [], torch.full((N,), self.V, dtype=torch.long)
+        for t in range(self.L):
+            if t > 0:
+                tok = (tokens[:, t - 1].clamp(min=0) if ctx["train"]
+                       else out[-1].argmax(1))
+            e = torch.tanh(keys + (h @ self.U_a.t() + self.b_a).unsqueeze(1)) @ self.v
+            c = (torch.softmax(e, dim=1).unsqueeze(-1) * X).sum(1)
+            h = self.cell(torch.cat([self.emb[tok], c], 1), h)
+            out.append(torch.cat([h, c], 1) @ self.W_o.t() + self.b_o)
+        return torch.stack(out, 1)
+
+
+def _make_layer(kind, o, shape, aux_shape=None, head=None):
+    if kind in ("relu", "tanh", "sigmoid"):
+        return Elementwise(o, shape, kind)
+    if kind in ("maxpool1d", "avgpool1d"):
+        return Pool1d(o, shape, kind)
+    if kind in ("gru", "lstm"):
+        return Recurrent(o, shape, kind)
+    if kind in ("self_attention", "cross_attention"):
+        return MultiHeadAttention(o, shape, kind, aux_shape)
+    if kind == "attn_decoder":
+        return AttnDecoder(o, shape, *head)
+    simple = {"dense": Dense, "conv2d": Conv2d, "maxpool2d": MaxPool2d, "flatten": Flatten,
+              "dropout": Dropout, "conv1d": Conv1d, "meanpool_time": MeanPoolTime,
+              "layernorm": LayerNorm, "attention_pool": AttentionPool}
+    if kind not in simple:
+        raise ValueError(f"layer kind {kind!r} has no torch twin")
+    return simple[kind](o, shape)
+
+
+# ---- the model graph ----
+
+def chain_order(cfg):
+    """Block names in jtrain's order (src/model.c order_blocks: repeated sweeps in config order,
+    placing each block whose input and context blocks are placed), then the heads."""
+    blocks = cfg["model"]["blocks"]
+    placed = []
+    while len(placed) < len(blocks):
+        progress = False
+        for name, b in blocks.items():
+            if name in placed:
+                continue
+            deps = [b["input"]] + [parse_layer(s)[1].get("context") for s in b["layers"]]
+            if all(d is None or d not in blocks or d in placed for d in deps):
+                placed.append(name)
+                progress = True
+        if not progress:
+            raise ValueError("blocks form a cycle")
+    return placed + list(cfg["model"]["heads"])
+
+
+class Twin(nn.Module):
+    """The torch twin of a jtrain model: chains (blocks, then heads) of Layer modules."""
+
+    def __init__(self, cfg, shapes, classes):
+        super().__init__()
+        blocks, heads = cfg["model"]["blocks"], cfg["model"]["heads"]
+        self.order = chain_order(cfg)
+        self.src, self.heads = {}, {}
+        self.chains = nn.ModuleDict()
+        self.seed = int(cfg.get("train", {}).get("seed", 1))
+        self.dropout_mode = "jtrain"
+        out_shape, index = {}, 0
+        for name in self.order:
+            is_head = name in heads
+            c = heads[name] if is_head else blocks[name]
+            self.src[name] = c["input"]
+            shape = out_shape[c["input"]] if c["input"] in out_shape else tuple(shapes[c["input"]])
+            specs = [parse_layer(s) for s in c.get("layers") or []]
+            head = None
+            if is_head:
+                tgt = c["target"]
+                self.heads[name] = (tgt, float(c.get("weight", 1.0)))
+                if len(shapes[tgt]) == 1:  # a sequence label: the decoder is the last layer
+                    head = (classes[tgt], shapes[tgt][0], tgt)
+                else:
+                    specs.append(("dense", {"units": classes[tgt]}))
+            layers = nn.ModuleList()
+            for i, (kind, o) in enumerate(specs):
+                aux = out_shape.get(o.get("context")) if kind == "cross_attention" else None
+                lay = _make_layer(kind, o, shape, aux, head)
+                lay.view = (f"{name}.out" if is_head and i == len(specs) - 1 and head is None
+                            else f"{name}.{i}.{kind}")
+                lay.layer_index = index
+                index += 1
+                layers.append(lay)
+                shape = lay.out_shape
+            out_shape[name] = shape
+            self.chains[name] = layers
+
+    def forward(self, arrays, rows=None, step=0, train=False):
+        ctx = {"train": train, "rows": rows, "step": step, "seed": self.seed, "arrays": arrays,
+               "chains": {}, "dropout_mode": self.dropout_mode}
+        for name in self.order:
+            x = ctx["chains"].get(self.src[name])
+            if x is None:
+                x = arrays[self.src[name]]
+            for lay in self.chains[name]:
+                x = lay(x, ctx)
+            ctx["chains"][name] = x
+        return {h: ctx["chains"][h] for h in self.heads}
+
+
+def build_twin(cfg, shapes, classes, dtype=torch.float32):
+    """The twin of config cfg (a dict) over arrays of the given per-sample shapes and label
+    class counts, and its views: {jtrain view name: (kind, pname, torch Parameter)} in jtrain's
+    registration order. Parameters start from torch's defaults (seed with torch.manual_seed)."""
+    twin = Twin(cfg, shapes, classes).to(dtype)
+    views = {}
+    for name in twin.order:
+        for lay in twin.chains[name]:
+            for pname, p in lay.params():
+                views[f"{lay.view}.{pname}"] = (lay.kind, pname, p)
+    return twin, views
+
+
+def to_tensors(twin, arrays, dtype=torch.float32):
+    """numpy batches -> tensors: the twin's label arrays (head targets) as int64, every other
+    array (inputs, already normalised as jtrain normalises them on load) as dtype."""
+    labels = {tgt for tgt, _ in twin.heads.values()}
+    return {k: torch.from_numpy(np.ascontiguousarray(a)).to(torch.long if k in labels else dtype)
+            for k, a in arrays.items()}
+
+
+def forward(twin, arrays, rows=None, step=0, train=False):
+    """{head: logits} for a batch: (N, classes), or (N, L, vocab) for a sequence head. rows (the
+    rows' global indices) and step matter only for dropout in training."""
+    return twin(arrays, rows=rows, step=step, train=train)
+
+
+def loss(twin, logits, arrays):
+    """(total, {head: mean cross-entropy over the head's labelled rows or tokens}); total is
+    sum over heads of weight * mean. A head with no labelled row contributes 0."""
+    total, per_head = 0.0, {}
+    for h, (tgt, weight) in twin.heads.items():
+        z, y = logits[h], arrays[tgt]
+        z, y = z.reshape(-1, z.shape[-1]), y.reshape(-1)
+        count = int((y >= 0).sum())
+        m = (F.cross_entropy(z, y, ignore_index=-1, reduction="sum") / count if count
+             else z.sum() * 0.0)
+        per_head[h] = m
+        total = total + weight * m
+    return total, per_head
+
+
+def jtrain_arrays(views, grad=False):
+    """{view: float32 ndarray in jtrain's layout} of the parameters (or their gradients)."""
+    out = {}
+    for name, (kind, pname, p) in views.items():
+        t = p.grad if grad else p
+        out[name] = jtrain_layout(kind, pname, t.detach()).contiguous().cpu().numpy().astype(np.float32)
+    return out
+
+
+def load_jtrain_arrays(views, arrays):
+    """Sets every parameter from {view: ndarray in jtrain's layout} (all views required)."""
+    with torch.no_grad():
+        for name, (kind, pname, p) in views.items():
+            a = torch.from_numpy(np.asarray(arrays[name])).to(p.dtype)
+            p.copy_(torch_layout(kind, pname, a))
+
+
+def make_optimizer(twin, cfg):
+    """torch.optim.AdamW with the config's train.optimizer settings (jtrain's defaults)."""
+    o = cfg.get("train", {}).get("optimizer", {}) or {}
+    return torch.optim.AdamW(twin.parameters(), lr=float(o.get("lr", 1e-3)),
+                             betas=(float(o.get("beta1", 0.9)), float(o.get("beta2", 0.999))),
+                             eps=float(o.get("eps", 1e-8)),
+                             weight_decay=float(o.get("weight_decay", 0.0)))
+
+
+def clip_grad_norm(twin, max_norm):
+    """jtrain's clipping (src/optim.c): if max_norm > 0 and the global norm exceeds it, scale
+    by max_norm / norm (torch's clip_grad_norm_ divides by norm + 1e-6 instead). Returns norm."""
+    grads = [p.grad for p in twin.parameters() if p.grad is not None]
+    norm = float(torch.sqrt(sum((g.double() ** 2).sum() for g in grads)))
+    if max_norm > 0 and norm > max_norm:
+        for g in grads:
+            g.mul_(max_norm / norm)
+    return norm
+
+
+def train_step(twin, opt, arrays, rows, step, clip_norm=0.0):
+    """One jtrain training step (src/train.c): forward in training mode at global step `step`
+    (0-based; dropout streams), loss, backward, clipping, opt.step(). Returns the total loss and
+    the per-head losses before the update, and the gradient norm before clipping."""
+    opt.zero_grad(set_to_none=False)
+    total, per_head = loss(twin, forward(twin, arrays, rows, step, train=True), arrays)
+    total.backward()
+    norm = clip_grad_norm(twin, clip_norm)
+    opt.step()
+    return float(total), {h: float(v) for h, v in per_head.items()}, norm
+
+
+def shapes_of(split):
+    """(shapes, classes) of an h5py group /<split> of a jtrain data set."""
+    shapes, classes = {}, {}
+    for name, d in split.items():
+        shapes[name] = tuple(d.shape[1:])
+        if "classes" in d.attrs or "vocab" in d.attrs:
+            classes[name] = len(d.attrs["vocab"] if "vocab" in d.attrs else d.attrs["classes"])
+    return shapes, classes
