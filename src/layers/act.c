@@ -12,6 +12,7 @@
 
 #include "jtrain/mathx.h"
 #include "kinds.h"
+#include "simd.h"
 
 static jt_status act_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) {
     (void)p, (void)err, (void)errlen;
@@ -20,19 +21,27 @@ static jt_status act_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) 
     return JT_OK;
 }
 
+// x, y: (m); y may be x
+JT_HOT static void relu_loop(const float *x, float *y, size_t m) {
+    for (size_t i = 0; i < m; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+// y, dy, dx: (m); dx may be dy
+JT_HOT static void relu_backward_loop(const float *y, const float *dy, float *dx, size_t m) {
+    for (size_t i = 0; i < m; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+}
+
 // x, y: (n, size)
 static void relu_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
     (void)ctx;
-    size_t m = n * jt_shape_size(&l->in);
-    for (size_t i = 0; i < m; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+    relu_loop(x, y, n * jt_shape_size(&l->in));
 }
 
 static void relu_backward(jt_layer *l, const float *x, const float *y, const float *dy, float *dx,
                           size_t n, const jt_ctx *ctx) {
     (void)x, (void)ctx;
     if (!dx) return;
-    size_t m = n * jt_shape_size(&l->in);
-    for (size_t i = 0; i < m; i++) dx[i] = y[i] > 0.0f ? dy[i] : 0.0f;
+    relu_backward_loop(y, dy, dx, n * jt_shape_size(&l->in));
 }
 
 static void tanh_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
