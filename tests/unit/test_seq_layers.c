@@ -3,7 +3,8 @@
  *
  * Finite-difference gradient checks (tu_gradcheck_layer: input, every parameter and the context,
  * plus the overwrite/accumulate contracts) for every kind and shape variant; forward passes
- * against naive reference loops (in double) for gru, lstm, conv1d and self_attention; feature
+ * against naive reference loops (in double) for gru, lstm, conv1d and self_attention; gru and
+ * lstm backward against central differences of the double reference; feature
  * maps (C, H, W) against the same data transposed to (H*W, C); and setup's error messages. */
 #include <math.h>
 #include <setjmp.h>
@@ -202,6 +203,106 @@ static void test_lstm_forward_reference(void **state) {
     jt_free_aligned(x);
     jt_free_aligned(y);
     tu_layer_free(&t);
+}
+
+/* gru (G = 3) or lstm (G = 4) in double, written out step by step after torch.nn.GRU / LSTM:
+ * p holds the layer's four views in order (W_ih (GU, F), W_hh (GU, U), b_ih, b_hh (GU)), x is
+ * (n, T, F); writes y ((n, T, U) with rs, else (n, U)) and returns L = sum y * R. U <= 32. */
+static double rnn_reference(int G, const double *p, const double *x, const double *R, size_t n,
+                            size_t T, size_t F, size_t U, int rs, double *y) {
+    const double *Wi = p, *Wh = Wi + G * U * F, *bi = Wh + G * U * U, *bh = bi + G * U;
+    double L = 0;
+    for (size_t i = 0; i < n; i++) {
+        double h[32] = {0}, c[32] = {0}, hn[32];
+        for (size_t s = 0; s < T; s++) {
+            const double *xt = x + (i * T + s) * F;
+            for (size_t u = 0; u < U; u++) {
+                double a[4], b[4]; /* x-side and h-side pre-activations per gate */
+                for (int g = 0; g < G; g++) {
+                    a[g] = bi[g * U + u];
+                    b[g] = bh[g * U + u];
+                    for (size_t f = 0; f < F; f++) a[g] += Wi[(g * U + u) * F + f] * xt[f];
+                    for (size_t k = 0; k < U; k++) b[g] += Wh[(g * U + u) * U + k] * h[k];
+                }
+                if (G == 3) {
+                    double r = sigm(a[0] + b[0]), z = sigm(a[1] + b[1]);
+                    hn[u] = (1 - z) * tanh(a[2] + r * b[2]) + z * h[u];
+                } else {
+                    c[u] = sigm(a[1] + b[1]) * c[u] + sigm(a[0] + b[0]) * tanh(a[2] + b[2]);
+                    hn[u] = sigm(a[3] + b[3]) * tanh(c[u]);
+                }
+            }
+            memcpy(h, hn, sizeof h);
+            if (rs || s + 1 == T)
+                for (size_t u = 0; u < U; u++) {
+                    size_t k = rs ? (i * T + s) * U + u : i * U + u;
+                    y[k] = h[u];
+                    L += h[u] * R[k];
+                }
+        }
+    }
+    return L;
+}
+
+/* gru and lstm forward and backward against rnn_reference: y, and dx and every parameter
+ * gradient against central differences of the double reference (step 1e-6, so they are exact
+ * to ~1e-9, unlike the float checks above), with dy = R. n = 1 and odd U (vector tails), U = 19
+ * (a vector body and a tail), max_n = n + 2. */
+static void check_rnn_backward(const char *kind, size_t n, size_t U, int rs) {
+    const size_t T = 5, F = 3;
+    int G = strcmp(kind, "gru") == 0 ? 3 : 4;
+    jt_layer_opts o = {.units = (long)U, .return_sequences = rs};
+    tu_layer t;
+    tu_layer_build(&t, kind, "b.0", &o, S2(T, F), NULL, n + 2, 11);
+    size_t ny = rs ? n * T * U : n * U, nx = n * T * F;
+    size_t sz[4] = {G * U * F, G * U * U, G * U, G * U}, np = sz[0] + sz[1] + sz[2] + sz[3];
+    float *x = tu_rand_floats(nx, 12), *R = tu_rand_floats(ny, 13);
+    float *y = jt_alloc_floats(ny), *dx = jt_alloc_floats(nx);
+    double *p = calloc(np, sizeof *p), *xd = calloc(nx, sizeof *xd), *Rd = calloc(ny, sizeof *Rd);
+    double *yd = calloc(ny, sizeof *yd);
+    for (size_t v = 0, k = 0; v < 4; v++)
+        for (size_t j = 0; j < sz[v]; j++) p[k++] = t.l.W[v][j];
+    for (size_t k = 0; k < nx; k++) xd[k] = x[k], dx[k] = NAN;
+    for (size_t k = 0; k < ny; k++) Rd[k] = R[k];
+    jt_ctx ctx = {0};
+    t.l.ops->forward(&t.l, x, y, n, &ctx);
+    t.l.ops->backward(&t.l, x, y, R, dx, n, &ctx);
+    rnn_reference(G, p, xd, Rd, n, T, F, U, rs, yd);
+    expect_close(y, yd, ny, 1e-5);
+    const char *names[5] = {"dW_ih", "dW_hh", "db_ih", "db_hh", "dx"};
+    const double h = 1e-6;
+    double worst = 0;
+    for (size_t v = 0, k = 0; v < 5; v++) { /* the four parameter views, then x */
+        size_t m = v < 4 ? sz[v] : nx;
+        for (size_t j = 0; j < m; j++, k++) {
+            double *q = v < 4 ? &p[k] : &xd[j], keep = *q;
+            *q = keep + h;
+            double lp = rnn_reference(G, p, xd, Rd, n, T, F, U, rs, yd);
+            *q = keep - h;
+            double lm = rnn_reference(G, p, xd, Rd, n, T, F, U, rs, yd);
+            *q = keep;
+            double want = (lp - lm) / (2 * h), got = v < 4 ? t.l.dW[v][j] : dx[j];
+            double e = fabs(got - want) / (1.0 + fabs(want));
+            worst = fmax(worst, e);
+            if (!(e <= 2e-5))
+                fail_msg("%s n %zu U %zu rs %d: %s[%zu] got %.7g, want %.7g", kind, n, U, rs,
+                         names[v], j, got, want);
+        }
+    }
+    print_message("    %s n %zu U %zu rs %d: max gradient error %.1e\n", kind, n, U, rs, worst);
+    free(p), free(xd), free(Rd), free(yd);
+    jt_free_aligned(x), jt_free_aligned(R), jt_free_aligned(y), jt_free_aligned(dx);
+    tu_layer_free(&t);
+}
+
+static void test_rnn_backward_reference(void **state) {
+    (void)state;
+    for (int rs = 0; rs <= 1; rs++) {
+        check_rnn_backward("gru", 1, 19, rs);
+        check_rnn_backward("gru", 3, 7, rs);
+        check_rnn_backward("lstm", 1, 19, rs);
+        check_rnn_backward("lstm", 3, 7, rs);
+    }
 }
 
 /* conv1d with padding same and stride 2: direct sum over the window, zeros outside */
@@ -521,6 +622,7 @@ int main(void) {
         cmocka_unit_test(test_grad_cross_attention),
         cmocka_unit_test(test_gru_forward_reference),
         cmocka_unit_test(test_lstm_forward_reference),
+        cmocka_unit_test(test_rnn_backward_reference),
         cmocka_unit_test(test_conv1d_forward_reference),
         cmocka_unit_test(test_self_attention_forward_reference),
         cmocka_unit_test(test_attention_pool_feature_map),
