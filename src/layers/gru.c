@@ -12,23 +12,29 @@
  *   "<name>.W_ih" (3U, F), "<name>.W_hh" (3U, U), "<name>.b_ih" (3U), "<name>.b_hh" (3U).
  * Init: Glorot-uniform weights (W_hh per gate block with fan_in = fan_out = U), zero biases.
  *
- * The input-to-hidden products of all samples and steps are one sgemm ((n*T, F) x (F, 3U));
- * the hidden-to-hidden product is one sgemm per step over the batch. Forward saves the
- * activated gates, W_hn h + b_hn and every state in the workspace; backward is BPTT over them.
- * Workspace (floats, for max_n samples):
- *   G    n*T*3U   activated gates (r, z, n), rows (sample, step)
- *   HN   n*T*U    W_hn h_{t-1} + b_hn, rows (sample, step)
- *   H    (T+1)*n*U states, time-major: H[t] is the (n, U) batch of h_{t-1}, H[0] = 0
- *   DG   n*T*3U   gradient w.r.t. the input-side pre-activations, rows (sample, step)
- *   HG   n*3U     per-step hidden-side pre-activations (forward) / their gradient (backward)
- *   DH   2*n*U    running dL/dh_t and dL/dh_{t-1} */
-#include <cblas.h>
+ * Products: forward, the input side of all samples and steps is one sgemm ((n*T, F) x (F, 3U))
+ * and each step one sgemm h_{t-1} W_hh^T over the batch. Backward, the step loop does only what
+ * the recurrence needs (the element-wise cell and dh_{t-1} += dgh_t W_hh, one sgemm per step,
+ * plus the bias sums of the step's rows while they are in cache); it keeps every step's gate
+ * gradients, so dW_hh, dW_ih and dx are each one sgemm over all steps afterwards (two for the
+ * input side, which reads the n block's gradient from its own columns). The element-wise cell
+ * is gru_cell.c's vectorised step.
+ * Workspace (floats, for max_n samples; rows (sample, step) unless said):
+ *   G    n*T*3U  input-side pre-activations, then the activated gates (r, z, n)
+ *   HN   n*T*U   W_hn h_{t-1} + b_hn
+ *   H    n*T*U   h_{t-1}: row (i, t) is the state step t starts from, row (i, 0) = 0 (the last
+ *                state h_T goes straight to y: backward does not need it)
+ *   DG   n*T*4U  gate gradients (da_r, da_z, da_n * r | da_n): the first 3U are dL/d(W_hh h +
+ *                b_hh), and (da_r, da_z, da_n) = dL/d(W_ih x + b_ih)
+ *   HG   n*3U    one step's W_hh h_{t-1} + b_hh
+ *   DH   2*n*U   dL/dh_{t-1} of the current step and of the next one */
 #include <limits.h>
-#include <math.h>
 #include <string.h>
 
 #include "gru_cell.h"
 #include "kinds.h"
+#include "prims.h"
+#include "simd.h"
 
 typedef struct {
     size_t T, F, U;
@@ -45,8 +51,8 @@ static gru_ws gru_layout(const jt_layer *l) {
     w.G = l->ws;
     w.HN = w.G + n * T * 3 * U;
     w.H = w.HN + n * T * U;
-    w.DG = w.H + (T + 1) * n * U;
-    w.HG = w.DG + n * T * 3 * U;
+    w.DG = w.H + n * T * U;
+    w.HG = w.DG + n * T * 4 * U;
     w.DH = w.HG + n * 3 * U;
     return w;
 }
@@ -60,7 +66,7 @@ static jt_status gru_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) 
     }
     size_t T = l->in.d[0], F = l->in.d[1], U = (size_t)l->opt.units, n = l->max_n;
     if (T == 0 || F == 0) return jt_layer_err(l, err, errlen, "empty input");
-    if (F > INT_MAX / 3 || U > INT_MAX / 3 || T > INT_MAX / n / 3 / U || n * T > INT_MAX / F)
+    if (F > INT_MAX / 4 || U > INT_MAX / 4 || T > INT_MAX / n / 4 / U || n * T > INT_MAX / F)
         return jt_layer_err(l, err, errlen, "input too large for one sgemm");
     if (l->opt.return_sequences) {
         l->out.ndim = 2;
@@ -75,7 +81,7 @@ static jt_status gru_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) 
     jt_layer_add_param(l, p, "W_hh", 2, s_hh);
     jt_layer_add_param(l, p, "b_ih", 1, &s_b);
     jt_layer_add_param(l, p, "b_hh", 1, &s_b);
-    l->ws_floats = n * T * 3 * U * 2 + n * T * U + (T + 1) * n * U + n * 3 * U + 2 * n * U;
+    l->ws_floats = n * T * (3 + 1 + 1 + 4) * U + n * 3 * U + 2 * n * U;
     return JT_OK;
 }
 
@@ -89,6 +95,11 @@ static void gru_init(jt_layer *l, jt_rng *rng) {
     memset(l->W[3], 0, 3 * U * sizeof(float));
 }
 
+// d: (n, U) += s: (n, U) ld lds (dy's step-t rows into the running dL/dh_t)
+JT_HOT static void add_rows(float *d, const float *s, size_t lds, size_t n, size_t U) {
+    for (size_t i = 0; i < n; i++)
+        for (size_t u = 0; u < U; u++) d[i * U + u] += s[i * lds + u];
+}
 
 // x: (n, T, F) -> y: (n, U) or (n, T, U)
 static void gru_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
@@ -97,29 +108,25 @@ static void gru_forward(jt_layer *l, const float *x, float *y, size_t n, const j
     size_t T = w.T, F = w.F, U = w.U, U3 = 3 * U;
     const float *W_ih = l->W[0], *W_hh = l->W[1], *b_ih = l->W[2], *b_hh = l->W[3];
     /* G (n*T, 3U) = X W_ih^T + b_ih: the input-side pre-activations of every step at once */
-    for (size_t r = 0; r < n * T; r++) memcpy(w.G + r * U3, b_ih, U3 * sizeof(float));
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(n * T), (int)U3, (int)F, 1.0f, x,
-                (int)F, W_ih, (int)F, 1.0f, w.G, (int)U3);
-    memset(w.H, 0, n * U * sizeof(float));
+    jt_rows_fill(w.G, U3, b_ih, n * T, U3);
+    jt_gemm_abt(n * T, U3, F, 1.0f, x, F, W_ih, F, 1.0f, w.G, U3);
+    for (size_t i = 0; i < n; i++) memset(w.H + i * T * U, 0, U * sizeof(float)); /* h_{-1} */
     for (size_t t = 0; t < T; t++) {
-        const float *hp = w.H + t * n * U; /* h_{t-1}: (n, U) */
-        float *hc = w.H + (t + 1) * n * U;
-        /* HG (n, 3U) = h_{t-1} W_hh^T + b_hh */
-        for (size_t i = 0; i < n; i++) memcpy(w.HG + i * U3, b_hh, U3 * sizeof(float));
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)U3, (int)U, 1.0f, hp,
-                    (int)U, W_hh, (int)U, 1.0f, w.HG, (int)U3);
-        for (size_t i = 0; i < n; i++) {
-            float *g = w.G + (i * T + t) * U3, *hn = w.HN + (i * T + t) * U;
-            jt_gru_cell_forward(U, g, w.HG + i * U3, hp + i * U, hn, hc + i * U);
-        }
+        /* HG (n, 3U) = h_{t-1} W_hh^T + b_hh (h_{t-1}: rows (i, t) of H; zero at t = 0) */
+        jt_rows_fill(w.HG, U3, b_hh, n, U3);
+        if (t) jt_gemm_abt(n, U3, U, 1.0f, w.H + t * U, T * U, W_hh, U, 1.0f, w.HG, U3);
+        /* h_t: into H's rows (i, t + 1), the last one into y's rows */
+        int last = t + 1 == T, rs = l->opt.return_sequences;
+        jt_gru_fwd s = {.g = w.G + t * U3, .ldg = T * U3, .gh = w.HG, .ldgh = U3,
+                        .h0 = t ? w.H + t * U : NULL, .ldh0 = T * U,
+                        .hn = w.HN + t * U, .ldhn = T * U,
+                        .h1 = !last ? w.H + (t + 1) * U : rs ? y + t * U : y,
+                        .ldh1 = !last || rs ? T * U : U};
+        jt_gru_step_forward(n, U, &s);
     }
-    if (l->opt.return_sequences) {
+    if (l->opt.return_sequences) /* y's rows (i, t) = h_t = H's rows (i, t + 1), t < T - 1 */
         for (size_t i = 0; i < n; i++)
-            for (size_t t = 0; t < T; t++)
-                memcpy(y + (i * T + t) * U, w.H + ((t + 1) * n + i) * U, U * sizeof(float));
-    } else {
-        memcpy(y, w.H + T * n * U, n * U * sizeof(float));
-    }
+            memcpy(y + i * T * U, w.H + (i * T + 1) * U, (T - 1) * U * sizeof(float));
 }
 
 // dy: (n, U) or (n, T, U) -> dx: (n, T, F); BPTT through the saved gates
@@ -127,42 +134,48 @@ static void gru_backward(jt_layer *l, const float *x, const float *y, const floa
                          size_t n, const jt_ctx *ctx) {
     (void)y, (void)ctx;
     gru_ws w = gru_layout(l);
-    size_t T = w.T, F = w.F, U = w.U, U3 = 3 * U;
+    size_t T = w.T, F = w.F, U = w.U, U3 = 3 * U, U4 = 4 * U;
     const float *W_ih = l->W[0], *W_hh = l->W[1];
     float *dW_ih = l->dW[0], *dW_hh = l->dW[1], *db_ih = l->dW[2], *db_hh = l->dW[3];
-    float *dh = w.DH, *dhp = w.DH + n * U;
-    if (l->opt.return_sequences) memset(dh, 0, n * U * sizeof(float));
-    else memcpy(dh, dy, n * U * sizeof(float));
+    int rs = l->opt.return_sequences;
+    /* dL/dh_t of the step: dy itself at the last step, then the running sum of the direct part
+     * (z d) and the product (DH[t % 2], written by step t + 1) plus dy's step-t rows */
     for (size_t t = T; t-- > 0;) {
-        const float *hp = w.H + t * n * U;
-        if (l->opt.return_sequences)
-            for (size_t i = 0; i < n; i++)
-                for (size_t u = 0; u < U; u++) dh[i * U + u] += dy[(i * T + t) * U + u];
-        for (size_t i = 0; i < n; i++) {
-            const float *g = w.G + (i * T + t) * U3, *hn = w.HN + (i * T + t) * U;
-            const float *h0 = hp + i * U, *d = dh + i * U;
-            float *dg = w.DG + (i * T + t) * U3, *dhg = w.HG + i * U3, *dp = dhp + i * U;
-            jt_gru_cell_backward(U, g, hn, h0, d, dg, dhg, dp);
+        const float *d;
+        size_t ldd;
+        if (t + 1 == T) {
+            d = rs ? dy + t * U : dy;
+            ldd = rs ? T * U : U;
+        } else {
+            float *dh = w.DH + (t % 2) * n * U;
+            if (rs) add_rows(dh, dy + t * U, T * U, n, U);
+            d = dh;
+            ldd = U;
         }
-        /* dW_hh (3U, U) += HG^T h_{t-1}; db_hh += sum HG; dh_{t-1} += HG W_hh */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)U3, (int)U, (int)n, 1.0f, w.HG,
-                    (int)U3, hp, (int)U, 1.0f, dW_hh, (int)U);
-        for (size_t i = 0; i < n; i++)
-            for (size_t k = 0; k < U3; k++) db_hh[k] += w.HG[i * U3 + k];
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)U, (int)U3, 1.0f, w.HG,
-                    (int)U3, W_hh, (int)U, 1.0f, dhp, (int)U);
-        float *tmp = dh;
-        dh = dhp;
-        dhp = tmp;
+        float *dhp = t ? w.DH + ((t + 1) % 2) * n * U : NULL; /* dL/dh_{t-1} */
+        float *dg = w.DG + t * U4;
+        jt_gru_bwd s = {.g = w.G + t * U3, .ldg = T * U3, .hn = w.HN + t * U, .ldhn = T * U,
+                        .h0 = t ? w.H + t * U : NULL, .ldh0 = T * U, .d = d, .ldd = ldd,
+                        .dgh = dg, .lddgh = T * U4, .dgn = dg + U3, .lddgn = T * U4,
+                        .dh0 = dhp, .lddh0 = U};
+        jt_gru_step_backward(n, U, &s);
+        /* the bias gradients from the step's rows while they are in cache */
+        jt_colsum_add(db_hh, dg, T * U4, n, U3);
+        jt_colsum_add(db_ih, dg, T * U4, n, 2 * U);
+        jt_colsum_add(db_ih + 2 * U, dg + U3, T * U4, n, U);
+        /* dL/dh_{t-1} (n, U) += dgh_t W_hh (dgh_t: rows (i, t) of DG, 3U wide) */
+        if (t) jt_gemm_ab(n, U, U3, 1.0f, dg, T * U4, W_hh, U, 1.0f, dhp, U);
     }
-    /* dW_ih (3U, F) += DG^T X; db_ih += sum DG; dx (n*T, F) = DG W_ih */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)U3, (int)F, (int)(n * T), 1.0f, w.DG,
-                (int)U3, x, (int)F, 1.0f, dW_ih, (int)F);
-    for (size_t r = 0; r < n * T; r++)
-        for (size_t k = 0; k < U3; k++) db_ih[k] += w.DG[r * U3 + k];
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(n * T), (int)F, (int)U3, 1.0f,
-                    w.DG, (int)U3, W_ih, (int)F, 0.0f, dx, (int)F);
+    /* all steps at once (DG, H, X rows (sample, step)): dW_hh (3U, U) += DG[:, :3U]^T H;
+     * dW_ih (3U, F) += [DG[:, :2U] DG[:, 3U:]]^T X; dx = the same columns times W_ih */
+    size_t nT = n * T;
+    jt_gemm_atb(U3, U, nT, 1.0f, w.DG, U4, w.H, U, 1.0f, dW_hh, U);
+    jt_gemm_atb(2 * U, F, nT, 1.0f, w.DG, U4, x, F, 1.0f, dW_ih, F);
+    jt_gemm_atb(U, F, nT, 1.0f, w.DG + U3, U4, x, F, 1.0f, dW_ih + 2 * U * F, F);
+    if (dx) {
+        jt_gemm_ab(nT, F, 2 * U, 1.0f, w.DG, U4, W_ih, F, 0.0f, dx, F);
+        jt_gemm_ab(nT, F, U, 1.0f, w.DG + U3, U4, W_ih + 2 * U * F, F, 1.0f, dx, F);
+    }
 }
 
 const jt_layer_ops jt_layer_gru = {
