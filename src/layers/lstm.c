@@ -15,25 +15,32 @@
  * Init: Glorot-uniform weights (per gate block), biases zero except the forget-gate block of
  * b_ih, which starts at 1.0 (Jozefowicz et al. 2015) so that early training keeps memory.
  *
- * The input-to-hidden products of all samples and steps are one sgemm ((n*T, F) x (F, 4U));
+ * Products: forward, the input side of all samples and steps is one sgemm ((n*T, F) x (F, 4U));
  * each step adds h_{t-1} W_hh^T into its rows of that matrix with one sgemm over the batch.
- * Workspace (floats, for max_n samples):
- *   G    n*T*4U    activated gates (i, f, g, o), rows (sample, step)
- *   DG   n*T*4U    gradient w.r.t. the pre-activations, rows (sample, step)
- *   H, C (T+1)*n*U each, time-major: H[t], C[t] are the (n, U) batch of h_{t-1}, c_{t-1}
- *   DH   2*n*U     running dL/dh_t and dL/dh_{t-1}
+ * Backward, the step loop does only what the recurrence needs (the element-wise cell and
+ * dh_{t-1} = dg_t W_hh, one sgemm per step, plus the bias sums of the step's rows while they are
+ * in cache) and keeps every step's gate gradients, so dW_hh, dW_ih and dx are one sgemm each
+ * over all steps afterwards. The element-wise steps are vectorised (JT_HOT) loops over each
+ * row's U units.
+ * Workspace (floats, for max_n samples; rows (sample, step)):
+ *   G    n*T*4U    pre-activations, then the activated gates (i, f, g, o)
+ *   DG   n*T*4U    gradient w.r.t. the pre-activations
+ *   C    n*T*U     c_t
+ *   H    n*T*U     h_{t-1}: row (i, t) is the state step t starts from, row (i, 0) = 0 (the
+ *                  last state h_T goes straight to y: backward does not need it)
+ *   DH   2*n*U     dL/dh_{t-1} of the current step and of the next one
  *   DC   n*U       running dL/dc_t */
-#include <cblas.h>
 #include <limits.h>
-#include <math.h>
 #include <string.h>
 
 #include "jtrain/mathx.h"
 #include "kinds.h"
+#include "prims.h"
+#include "simd.h"
 
 typedef struct {
     size_t T, F, U;
-    float *G, *DG, *H, *C, *DH, *DC;
+    float *G, *DG, *C, *H, *DH, *DC;
 } lstm_ws;
 
 /* The layout depends on max_n only, so it is the same for every batch size. */
@@ -45,9 +52,9 @@ static lstm_ws lstm_layout(const jt_layer *l) {
     size_t T = w.T, U = w.U, n = l->max_n;
     w.G = l->ws;
     w.DG = w.G + n * T * 4 * U;
-    w.H = w.DG + n * T * 4 * U;
-    w.C = w.H + (T + 1) * n * U;
-    w.DH = w.C + (T + 1) * n * U;
+    w.C = w.DG + n * T * 4 * U;
+    w.H = w.C + n * T * U;
+    w.DH = w.H + n * T * U;
     w.DC = w.DH + 2 * n * U;
     return w;
 }
@@ -76,7 +83,7 @@ static jt_status lstm_setup(jt_layer *l, jt_params *p, char *err, size_t errlen)
     jt_layer_add_param(l, p, "W_hh", 2, s_hh);
     jt_layer_add_param(l, p, "b_ih", 1, &s_b);
     jt_layer_add_param(l, p, "b_hh", 1, &s_b);
-    l->ws_floats = 2 * n * T * 4 * U + 2 * (T + 1) * n * U + 3 * n * U;
+    l->ws_floats = n * T * (4 + 4 + 1 + 1) * U + 2 * n * U + n * U;
     return JT_OK;
 }
 
@@ -91,6 +98,73 @@ static void lstm_init(jt_layer *l, jt_rng *rng) {
     for (size_t u = 0; u < U; u++) l->W[2][U + u] = 1.0f;
 }
 
+/* ---- the element-wise steps. The row functions inline into each JT_HOT clone, where their
+ * has_* flags are constants: each variant is its own branch-free vector loop ---- */
+#define ROW_INLINE static inline __attribute__((always_inline))
+
+// g: (4U) pre-activations -> gates (i, f, g, o); c0: (U) c_{t-1} if has_c0; c1, h1: (U) out
+ROW_INLINE void cell_fwd_row(size_t U, float *restrict g, const float *restrict c0,
+                             float *restrict c1, float *restrict h1, int has_c0) {
+    for (size_t u = 0; u < U; u++) {
+        float ig = jt_sigmoidf(g[u]), fg = jt_sigmoidf(g[U + u]);
+        float gg = jt_tanhf(g[2 * U + u]), og = jt_sigmoidf(g[3 * U + u]);
+        g[u] = ig;
+        g[U + u] = fg;
+        g[2 * U + u] = gg;
+        g[3 * U + u] = og;
+        float c = has_c0 ? fg * c0[u] + ig * gg : ig * gg;
+        c1[u] = c;
+        h1[u] = og * jt_tanhf(c);
+    }
+}
+
+// n rows: g (n, 4U) ld ldg; c0 (n, U) ld ldc or NULL for zeros; c1 (n, U) ld ldc; h1 ld ldh
+JT_HOT static void cell_forward(size_t n, size_t U, float *g, size_t ldg, const float *c0,
+                                float *c1, size_t ldc, float *h1, size_t ldh) {
+    for (size_t i = 0; i < n; i++) {
+        if (c0) cell_fwd_row(U, g + i * ldg, c0 + i * ldc, c1 + i * ldc, h1 + i * ldh, 1);
+        else cell_fwd_row(U, g + i * ldg, NULL, c1 + i * ldc, h1 + i * ldh, 0);
+    }
+}
+
+/* dh = dL/dh_t, dc = dL/dc_t from step t + 1 (zero at the last step: has_dc = 0), tc = tanh(c_t):
+ *   dc' = dc + dh o (1 - tc^2);  da_i = dc' g i (1 - i),  da_f = dc' c_{t-1} f (1 - f),
+ *   da_g = dc' i (1 - g^2),  da_o = dh tc o (1 - o);  dL/dc_{t-1} = dc' f. */
+ROW_INLINE void cell_bwd_row(size_t U, const float *restrict g, const float *restrict c0,
+                             const float *restrict c1, const float *restrict dh, float *restrict dc,
+                             float *restrict dg, int has_c0, int has_dc) {
+    for (size_t u = 0; u < U; u++) {
+        float ig = g[u], fg = g[U + u], gg = g[2 * U + u], og = g[3 * U + u];
+        float tc = jt_tanhf(c1[u]);
+        float dct = dh[u] * og * (1.0f - tc * tc);
+        float d = has_dc ? dc[u] + dct : dct;
+        dg[u] = d * gg * ig * (1.0f - ig);
+        dg[U + u] = has_c0 ? d * c0[u] * fg * (1.0f - fg) : 0.0f;
+        dg[2 * U + u] = d * ig * (1.0f - gg * gg);
+        dg[3 * U + u] = dh[u] * tc * og * (1.0f - og);
+        dc[u] = d * fg;
+    }
+}
+
+// n rows: g, dg (n, 4U) ld ldg; c0 (or NULL), c1 (n, U) ld ldc; dh (n, U) ld ldh; dc (n, U)
+JT_HOT static void cell_backward(size_t n, size_t U, const float *g, float *dg, size_t ldg,
+                                 const float *c0, const float *c1, size_t ldc, const float *dh,
+                                 size_t ldh, float *dc, int has_dc) {
+    for (size_t i = 0; i < n; i++) {
+        const float *gi = g + i * ldg, *c1i = c1 + i * ldc, *dhi = dh + i * ldh;
+        float *dgi = dg + i * ldg, *dci = dc + i * U;
+        if (c0 && has_dc) cell_bwd_row(U, gi, c0 + i * ldc, c1i, dhi, dci, dgi, 1, 1);
+        else if (c0) cell_bwd_row(U, gi, c0 + i * ldc, c1i, dhi, dci, dgi, 1, 0);
+        else if (has_dc) cell_bwd_row(U, gi, NULL, c1i, dhi, dci, dgi, 0, 1);
+        else cell_bwd_row(U, gi, NULL, c1i, dhi, dci, dgi, 0, 0);
+    }
+}
+
+// d: (n, U) += s: (n, U) ld lds (dy's step-t rows into the running dL/dh_t)
+JT_HOT static void add_rows(float *d, const float *s, size_t lds, size_t n, size_t U) {
+    for (size_t i = 0; i < n; i++)
+        for (size_t u = 0; u < U; u++) d[i * U + u] += s[i * lds + u];
+}
 
 // x: (n, T, F) -> y: (n, U) or (n, T, U)
 static void lstm_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx) {
@@ -99,41 +173,23 @@ static void lstm_forward(jt_layer *l, const float *x, float *y, size_t n, const 
     size_t T = w.T, F = w.F, U = w.U, U4 = 4 * U;
     const float *W_ih = l->W[0], *W_hh = l->W[1], *b_ih = l->W[2], *b_hh = l->W[3];
     /* G (n*T, 4U) = X W_ih^T + b_ih + b_hh */
-    for (size_t r = 0; r < n * T; r++)
-        for (size_t k = 0; k < U4; k++) w.G[r * U4 + k] = b_ih[k] + b_hh[k];
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)(n * T), (int)U4, (int)F, 1.0f, x,
-                (int)F, W_ih, (int)F, 1.0f, w.G, (int)U4);
-    memset(w.H, 0, n * U * sizeof(float));
-    memset(w.C, 0, n * U * sizeof(float));
+    for (size_t k = 0; k < U4; k++) w.G[k] = b_ih[k] + b_hh[k];
+    jt_rows_fill(w.G + U4, U4, w.G, n * T - 1, U4);
+    jt_gemm_abt(n * T, U4, F, 1.0f, x, F, W_ih, F, 1.0f, w.G, U4);
+    for (size_t i = 0; i < n; i++) memset(w.H + i * T * U, 0, U * sizeof(float)); /* h_{-1} */
     for (size_t t = 0; t < T; t++) {
-        const float *hp = w.H + t * n * U, *cp = w.C + t * n * U;
-        float *hc = w.H + (t + 1) * n * U, *cc = w.C + (t + 1) * n * U;
-        /* rows (i, t) of G, stride T*4U: += h_{t-1} W_hh^T */
+        /* rows (i, t) of G (stride T*4U) += h_{t-1} W_hh^T (h_{t-1}: rows (i, t) of H) */
         if (t > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)U4, (int)U, 1.0f, hp,
-                        (int)U, W_hh, (int)U, 1.0f, w.G + t * U4, (int)(T * U4));
-        for (size_t i = 0; i < n; i++) {
-            float *g = w.G + (i * T + t) * U4;
-            for (size_t u = 0; u < U; u++) {
-                float ig = jt_sigmoidf(g[u]), fg = jt_sigmoidf(g[U + u]);
-                float gg = jt_tanhf(g[2 * U + u]), og = jt_sigmoidf(g[3 * U + u]);
-                g[u] = ig;
-                g[U + u] = fg;
-                g[2 * U + u] = gg;
-                g[3 * U + u] = og;
-                float c = fg * cp[i * U + u] + ig * gg;
-                cc[i * U + u] = c;
-                hc[i * U + u] = og * jt_tanhf(c);
-            }
-        }
+            jt_gemm_abt(n, U4, U, 1.0f, w.H + t * U, T * U, W_hh, U, 1.0f, w.G + t * U4, T * U4);
+        /* h_t: into H's rows (i, t + 1), the last one into y's rows */
+        int last = t + 1 == T, rs = l->opt.return_sequences;
+        float *h1 = !last ? w.H + (t + 1) * U : rs ? y + t * U : y;
+        cell_forward(n, U, w.G + t * U4, T * U4, t ? w.C + (t - 1) * U : NULL, w.C + t * U,
+                     T * U, h1, !last || rs ? T * U : U);
     }
-    if (l->opt.return_sequences) {
+    if (l->opt.return_sequences) /* y's rows (i, t) = h_t = H's rows (i, t + 1), t < T - 1 */
         for (size_t i = 0; i < n; i++)
-            for (size_t t = 0; t < T; t++)
-                memcpy(y + (i * T + t) * U, w.H + ((t + 1) * n + i) * U, U * sizeof(float));
-    } else {
-        memcpy(y, w.H + T * n * U, n * U * sizeof(float));
-    }
+            memcpy(y + i * T * U, w.H + (i * T + 1) * U, (T - 1) * U * sizeof(float));
 }
 
 // dy: (n, U) or (n, T, U) -> dx: (n, T, F); BPTT through the saved gates and cell states
@@ -144,50 +200,37 @@ static void lstm_backward(jt_layer *l, const float *x, const float *y, const flo
     size_t T = w.T, F = w.F, U = w.U, U4 = 4 * U;
     const float *W_ih = l->W[0], *W_hh = l->W[1];
     float *dW_ih = l->dW[0], *dW_hh = l->dW[1], *db_ih = l->dW[2], *db_hh = l->dW[3];
-    float *dh = w.DH, *dhp = w.DH + n * U, *dc = w.DC;
-    if (l->opt.return_sequences) memset(dh, 0, n * U * sizeof(float));
-    else memcpy(dh, dy, n * U * sizeof(float));
-    memset(dc, 0, n * U * sizeof(float));
+    int rs = l->opt.return_sequences;
+    /* dL/dh_t of the step: dy itself at the last step, then DH[t % 2] (written by step t + 1)
+     * plus dy's step-t rows */
     for (size_t t = T; t-- > 0;) {
-        const float *hp = w.H + t * n * U, *cp = w.C + t * n * U, *cc = w.C + (t + 1) * n * U;
-        if (l->opt.return_sequences)
-            for (size_t i = 0; i < n; i++)
-                for (size_t u = 0; u < U; u++) dh[i * U + u] += dy[(i * T + t) * U + u];
-        for (size_t i = 0; i < n; i++) {
-            const float *g = w.G + (i * T + t) * U4;
-            float *dg = w.DG + (i * T + t) * U4;
-            for (size_t u = 0; u < U; u++) {
-                size_t k = i * U + u;
-                float ig = g[u], fg = g[U + u], gg = g[2 * U + u], og = g[3 * U + u];
-                float tc = jt_tanhf(cc[k]);
-                float d = dc[k] + dh[k] * og * (1.0f - tc * tc);
-                dg[u] = d * gg * ig * (1.0f - ig);
-                dg[U + u] = d * cp[k] * fg * (1.0f - fg);
-                dg[2 * U + u] = d * ig * (1.0f - gg * gg);
-                dg[3 * U + u] = dh[k] * tc * og * (1.0f - og);
-                dc[k] = d * fg;
-            }
+        const float *d;
+        size_t ldd;
+        if (t + 1 == T) {
+            d = rs ? dy + t * U : dy;
+            ldd = rs ? T * U : U;
+        } else {
+            float *dh = w.DH + (t % 2) * n * U;
+            if (rs) add_rows(dh, dy + t * U, T * U, n, U);
+            d = dh;
+            ldd = U;
         }
-        /* dW_hh (4U, U) += DG_t^T h_{t-1}; dh_{t-1} = DG_t W_hh (DG_t: rows (i, t), stride T*4U) */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)U4, (int)U, (int)n, 1.0f,
-                    w.DG + t * U4, (int)(T * U4), hp, (int)U, 1.0f, dW_hh, (int)U);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)n, (int)U, (int)U4, 1.0f,
-                    w.DG + t * U4, (int)(T * U4), W_hh, (int)U, 0.0f, dhp, (int)U);
-        float *tmp = dh;
-        dh = dhp;
-        dhp = tmp;
+        float *dg = w.DG + t * U4;
+        cell_backward(n, U, w.G + t * U4, dg, T * U4, t ? w.C + (t - 1) * U : NULL, w.C + t * U,
+                      T * U, d, ldd, w.DC, t + 1 < T);
+        /* the bias gradients from the step's rows while they are in cache */
+        jt_colsum_add(db_ih, dg, T * U4, n, U4);
+        jt_colsum_add(db_hh, dg, T * U4, n, U4);
+        /* dL/dh_{t-1} (n, U) = dg_t W_hh (dg_t: rows (i, t) of DG) */
+        if (t)
+            jt_gemm_ab(n, U, U4, 1.0f, dg, T * U4, W_hh, U, 0.0f, w.DH + ((t + 1) % 2) * n * U, U);
     }
-    /* dW_ih (4U, F) += DG^T X; db_ih, db_hh += sum DG; dx (n*T, F) = DG W_ih */
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)U4, (int)F, (int)(n * T), 1.0f, w.DG,
-                (int)U4, x, (int)F, 1.0f, dW_ih, (int)F);
-    for (size_t r = 0; r < n * T; r++)
-        for (size_t k = 0; k < U4; k++) {
-            db_ih[k] += w.DG[r * U4 + k];
-            db_hh[k] += w.DG[r * U4 + k];
-        }
-    if (dx)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(n * T), (int)F, (int)U4, 1.0f,
-                    w.DG, (int)U4, W_ih, (int)F, 0.0f, dx, (int)F);
+    /* all steps at once (DG, H, X rows (sample, step)): dW_hh (4U, U) += DG^T H;
+     * dW_ih (4U, F) += DG^T X; dx (n*T, F) = DG W_ih */
+    size_t nT = n * T;
+    jt_gemm_atb(U4, U, nT, 1.0f, w.DG, U4, w.H, U, 1.0f, dW_hh, U);
+    jt_gemm_atb(U4, F, nT, 1.0f, w.DG, U4, x, F, 1.0f, dW_ih, F);
+    if (dx) jt_gemm_ab(nT, F, U4, 1.0f, w.DG, U4, W_ih, F, 0.0f, dx, F);
 }
 
 const jt_layer_ops jt_layer_lstm = {
