@@ -246,6 +246,7 @@ static void emit_config(jt_emit *e, const jt_config *c) {
     map_start(e, 0);
     kv_long(e, "every_steps", c->log.every_steps);
     kv_str(e, "metrics", c->log.metrics);
+    if (c->log.trace[0]) kv_str(e, "trace", c->log.trace); /* off: no key (it cannot be "") */
     map_end(e);
 
     map_end(e);

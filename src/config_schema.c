@@ -28,7 +28,7 @@ static const char *const k_train[] = {"epochs",    "steps",      "batch_size", "
                                       "clip_norm", "eval_every", "threads",    NULL};
 static const char *const k_optim[] = {"name", "lr", "beta1", "beta2", "eps", "weight_decay", NULL};
 static const char *const k_ckpt[] = {"dir", "every_steps", "keep", NULL};
-static const char *const k_log[] = {"every_steps", "metrics", NULL};
+static const char *const k_log[] = {"every_steps", "metrics", "trace", NULL};
 
 static yaml_node_t *node_at(jt_cfg_doc *d, int id) { return yaml_document_get_node(&d->doc, id); }
 
@@ -496,7 +496,8 @@ static jt_status parse_output(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
     s = get(d, root, "log");
     if (s && ((st = check_map(d, s, "log", k_log)) ||
               (st = get_long(d, s, "log", "every_steps", 1, LONG_MAX, &c->log.every_steps)) ||
-              (st = get_string(d, s, "log", "metrics", c->log.metrics, sizeof c->log.metrics))))
+              (st = get_string(d, s, "log", "metrics", c->log.metrics, sizeof c->log.metrics)) ||
+              (st = get_string(d, s, "log", "trace", c->log.trace, sizeof c->log.trace))))
         return st;
     if (!c->log.metrics[0]) {
         int w = snprintf(c->log.metrics, sizeof c->log.metrics, "%s/metrics.jsonl", c->checkpoint.dir);

@@ -88,6 +88,8 @@ typedef struct {
     struct {
         long every_steps;          /* > 0; default 50 */
         char metrics[JT_PATH_MAX]; /* default "<checkpoint.dir>/metrics.jsonl" */
+        char trace[JT_PATH_MAX];   /* timeline (trace.h), each rank writes it with ".rank<R>"
+                                      before the extension; default "" = off */
     } log;
 } jt_config;
 
