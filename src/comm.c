@@ -7,6 +7,9 @@
 
 #include <limits.h>
 #include <mpi.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -83,12 +86,40 @@ int jt_comm_same_u64(uint64_t v) {
     return lo == hi;
 }
 
+double jt_comm_min_f64(double v) {
+    MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+    return v;
+}
+
 struct jt_comm_xfer {
     MPI_Datatype record;
     MPI_Request req[2];
     int active;
     int *sc, *sd, *rc, *rd; /* per-rank counts and displacements, in records */
+    jt_comm_xfer *next_active; /* the list jt_comm_poll walks */
 };
+
+/* Started exchanges, for jt_comm_poll (the batcher has two, at most one in flight). */
+static jt_comm_xfer *g_active = NULL;
+static double g_xfer_wait = 0;
+
+static void unlink_active(jt_comm_xfer *x) {
+    for (jt_comm_xfer **p = &g_active; *p; p = &(*p)->next_active)
+        if (*p == x) {
+            *p = x->next_active;
+            break;
+        }
+    x->next_active = NULL;
+}
+
+void jt_comm_poll(void) {
+    for (jt_comm_xfer *x = g_active; x; x = x->next_active) {
+        int flag = 0;
+        MPI_Testall(2, x->req, &flag, MPI_STATUSES_IGNORE);
+    }
+}
+
+double jt_comm_xfer_wait_seconds(void) { return g_xfer_wait; }
 
 jt_comm_xfer *jt_comm_xfer_new(size_t record_bytes) {
     JT_CHECK(record_bytes > 0 && record_bytes <= (size_t)INT_MAX, "bad record size %zu",
@@ -127,12 +158,17 @@ void jt_comm_xfer_start(jt_comm_xfer *x, const void *send, const size_t *scount,
         MPI_Iallreduce(MPI_IN_PLACE, sum, to_int(n_sum), MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD,
                        &x->req[1]);
     x->active = 1;
+    x->next_active = g_active;
+    g_active = x;
 }
 
 void jt_comm_xfer_wait(jt_comm_xfer *x) {
     if (!x->active) return;
+    double t0 = jt_now();
     MPI_Waitall(2, x->req, MPI_STATUSES_IGNORE);
+    g_xfer_wait += jt_now() - t0;
     x->active = 0;
+    unlink_active(x);
 }
 
 void jt_comm_xfer_free(jt_comm_xfer *x) {
@@ -144,4 +180,350 @@ void jt_comm_xfer_free(jt_comm_xfer *x) {
     free(x->rc);
     free(x->rd);
     free(x);
+}
+
+/* ---- the gradient sum (comm.h: jt_comm_reducer) ---- */
+
+/* A bucket's way through a round. SHM: copied in (PUBLISHED), own share summed (REDUCED), then
+ * on several nodes the leader's MPI_Iallreduce (LEADER_SUM) or the wait for it (AWAIT_LEADER),
+ * then copied out (DONE). MPI: PUBLISHED while its MPI_Iallreduce is in flight. */
+enum { B_IDLE, B_PUBLISHED, B_REDUCED, B_LEADER_SUM, B_AWAIT_LEADER, B_DONE };
+
+/* How long jt_comm_reducer_wait spins before it yields the CPU between polls. */
+#define JT_SPIN_SECONDS 1e-3
+
+typedef _Atomic uint64_t jt_counter;
+/* Counters shared between processes must be lock-free (a lock would live in one process). */
+_Static_assert(ATOMIC_LONG_LOCK_FREE == 2 && sizeof(unsigned long) == sizeof(uint64_t),
+               "64-bit atomics are not lock-free on this target");
+
+struct jt_comm_reducer {
+    jt_reduce_mode mode;
+    float *buf;
+    size_t n, nb;
+    size_t *lo, *hi;      /* buckets */
+    int *state;
+    double *t_start, *t_done;
+    size_t next;          /* next bucket to start in this round */
+    uint64_t round;       /* rounds started so far; the counters below hold round numbers */
+    MPI_Request *req;     /* MPI mode: per bucket; SHM: the leader's per bucket */
+    char what[96];
+    /* SHM */
+    MPI_Comm node, leaders; /* leaders: MPI_COMM_NULL unless node leader of a multi-node job */
+    MPI_Win win;
+    int node_rank, node_size, n_nodes;
+    float **seg;          /* per node rank: its copy of buf (same offsets) */
+    float *res;           /* the node's sum (in node rank 0's part of the window) */
+    /* per node rank: pub[b] = last round it copied bucket b in; red[b] = last round it summed
+     * its share of b; fin[b] (leader) = last round the all-node sum of b is in res */
+    jt_counter **pub, **red, **fin;
+    size_t next_leader;   /* leader: next bucket to hand to MPI_Iallreduce (in order) */
+};
+
+static size_t round_up(size_t v, size_t to) { return (v + to - 1) / to * to; }
+
+/* Node rank j's share of [lo, hi): a 1/size part, cut at multiples of 16 floats (64 bytes) so
+ * that two ranks never write the same cache line of the result. */
+static void share_of(size_t lo, size_t hi, int j, int size, size_t *a, size_t *z) {
+    size_t len = hi - lo;
+    size_t cut0 = j == 0 ? 0 : len * (size_t)j / (size_t)size / 16 * 16;
+    size_t cut1 = j + 1 == size ? len : len * (size_t)(j + 1) / (size_t)size / 16 * 16;
+    *a = lo + cut0;
+    *z = lo + (cut1 > cut0 ? cut1 : cut0);
+}
+
+/* Sums this rank's share [a, z) of a bucket: x_0 + x_1 + ... + x_{N-1} left to right, x_j read
+ * from node rank j's segment, except this rank's own values, read from buf (they were never
+ * copied: only the other shares are). The sum goes to the result area and, on one node (where
+ * it is final), straight into buf as well. */
+static void sum_share(jt_comm_reducer *r, size_t a, size_t z) {
+    size_t len = z - a;
+    int k = r->node_size, me = r->node_rank;
+    if (len == 0) return;
+    float *restrict res = r->res + a;
+    float *restrict own = r->buf + a;
+    const float *src0 = me == 0 ? own : r->seg[0] + a;
+    if (k == 1) {
+        memcpy(res, src0, len * sizeof(float));
+        return;
+    }
+    const float *src1 = me == 1 ? own : r->seg[1] + a;
+    for (size_t i = 0; i < len; i++) res[i] = src0[i] + src1[i];
+    for (int j = 2; j < k; j++) {
+        const float *restrict s = j == me ? own : r->seg[j] + a;
+        for (size_t i = 0; i < len; i++) res[i] += s[i];
+    }
+    if (r->n_nodes == 1) memcpy(own, res, len * sizeof(float));
+}
+
+static int all_reached(jt_counter *const *c, int k, size_t b, uint64_t round) {
+    for (int j = 0; j < k; j++)
+        if (atomic_load_explicit(&c[j][b], memory_order_acquire) < round) return 0;
+    return 1;
+}
+
+/* Copies [lo, a) and [z, hi) of from into to: a bucket but for this rank's share [a, z). */
+static void copy_but_share(float *to, const float *from, size_t lo, size_t a, size_t z,
+                           size_t hi) {
+    memcpy(to + lo, from + lo, (a - lo) * sizeof(float));
+    memcpy(to + z, from + z, (hi - z) * sizeof(float));
+}
+
+static void bucket_done(jt_comm_reducer *r, size_t b) {
+    if (r->mode == JT_REDUCE_SHM) {
+        size_t a, z;
+        share_of(r->lo[b], r->hi[b], r->node_rank, r->node_size, &a, &z);
+        if (r->n_nodes > 1) a = z; /* the leaders' sum changed every share */
+        copy_but_share(r->buf, r->res, r->lo[b], a, z, r->hi[b]);
+    }
+    r->state[b] = B_DONE;
+    r->t_done[b] = jt_now();
+}
+
+/* SHM: moves every started bucket as far as it goes without waiting. 1 when the round is done. */
+static int shm_advance(jt_comm_reducer *r) {
+    int all = r->next == r->nb;
+    int me = r->node_rank;
+    for (size_t b = 0; b < r->next; b++) {
+        if (r->state[b] == B_PUBLISHED && all_reached(r->pub, r->node_size, b, r->round)) {
+            size_t a, z;
+            share_of(r->lo[b], r->hi[b], me, r->node_size, &a, &z);
+            sum_share(r, a, z);
+            atomic_store_explicit(&r->red[me][b], r->round, memory_order_release);
+            r->state[b] = B_REDUCED;
+        }
+        if (r->state[b] == B_REDUCED && all_reached(r->red, r->node_size, b, r->round)) {
+            if (r->n_nodes == 1) {
+                bucket_done(r, b);
+            } else if (r->leaders == MPI_COMM_NULL) {
+                r->state[b] = B_AWAIT_LEADER;
+            } else if (r->next_leader == b) { /* every leader starts them in the same order */
+                MPI_Iallreduce(MPI_IN_PLACE, r->res + r->lo[b], (int)(r->hi[b] - r->lo[b]),
+                               MPI_FLOAT, MPI_SUM, r->leaders, &r->req[b]);
+                r->next_leader++;
+                r->state[b] = B_LEADER_SUM;
+            }
+        }
+        if (r->state[b] == B_LEADER_SUM) {
+            int flag = 0;
+            MPI_Test(&r->req[b], &flag, MPI_STATUS_IGNORE);
+            if (flag) {
+                atomic_store_explicit(&r->fin[me][b], r->round, memory_order_release);
+                bucket_done(r, b);
+            }
+        }
+        if (r->state[b] == B_AWAIT_LEADER &&
+            atomic_load_explicit(&r->fin[0][b], memory_order_acquire) >= r->round)
+            bucket_done(r, b);
+        all &= r->state[b] == B_DONE;
+    }
+    return all;
+}
+
+/* MPI: records the completion of every finished bucket. 1 when the round is done. */
+static int mpi_advance(jt_comm_reducer *r) {
+    int all = r->next == r->nb;
+    for (size_t b = 0; b < r->next; b++) {
+        if (r->state[b] == B_PUBLISHED) {
+            int flag = 0;
+            MPI_Test(&r->req[b], &flag, MPI_STATUS_IGNORE);
+            if (flag) bucket_done(r, b);
+        }
+        all &= r->state[b] == B_DONE;
+    }
+    return all;
+}
+
+static void setup_shm(jt_comm_reducer *r) {
+    MPI_Comm_rank(r->node, &r->node_rank);
+    MPI_Comm_size(r->node, &r->node_size);
+    int is_leader = r->node_rank == 0, world_rank = jt_comm_rank();
+    MPI_Allreduce(&is_leader, &r->n_nodes, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    MPI_Comm_split(MPI_COMM_WORLD, is_leader ? 0 : MPI_UNDEFINED, world_rank, &r->leaders);
+    if (r->n_nodes == 1 && r->leaders != MPI_COMM_NULL) MPI_Comm_free(&r->leaders);
+
+    /* Each rank's part: its counters (3 * nb, page-rounded), its copy of buf; rank 0's part
+     * also holds the result. Non-contiguous: every part starts on its own pages. */
+    size_t flag_bytes = round_up(3 * r->nb * sizeof(jt_counter), 4096);
+    size_t data_bytes = round_up(r->n * sizeof(float), 4096);
+    size_t mine = flag_bytes + data_bytes + (r->node_rank == 0 ? data_bytes : 0);
+    MPI_Info info;
+    MPI_Info_create(&info);
+    MPI_Info_set(info, "alloc_shared_noncontig", "true");
+    void *base = NULL;
+    MPI_Win_allocate_shared((MPI_Aint)mine, 1, info, r->node, &base, &r->win);
+    MPI_Info_free(&info);
+    size_t k = (size_t)r->node_size;
+    r->seg = jt_xcalloc(k, sizeof *r->seg);
+    r->pub = jt_xcalloc(k, sizeof *r->pub);
+    r->red = jt_xcalloc(k, sizeof *r->red);
+    r->fin = jt_xcalloc(k, sizeof *r->fin);
+    for (int j = 0; j < r->node_size; j++) {
+        MPI_Aint size = 0;
+        int disp = 0;
+        char *p = NULL;
+        MPI_Win_shared_query(r->win, j, &size, &disp, &p);
+        JT_CHECK(p && (size_t)size >= flag_bytes + data_bytes, "shared window part %d: %ld bytes",
+                 j, (long)size);
+        r->pub[j] = (jt_counter *)p;
+        r->red[j] = r->pub[j] + r->nb;
+        r->fin[j] = r->red[j] + r->nb;
+        r->seg[j] = (float *)(p + flag_bytes);
+        if (j == 0) r->res = (float *)(p + flag_bytes + data_bytes);
+    }
+    for (size_t b = 0; b < 3 * r->nb; b++) atomic_init(&r->pub[r->node_rank][b], 0);
+    MPI_Barrier(r->node); /* every rank's counters are zero before anyone reads them */
+    int largest = 0;
+    MPI_Allreduce(&r->node_size, &largest, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (r->n_nodes == 1)
+        snprintf(r->what, sizeof r->what, "shm, 1 node of %d ranks", r->node_size);
+    else
+        snprintf(r->what, sizeof r->what, "shm on %d nodes (up to %d ranks each), leaders MPI_Iallreduce",
+                 r->n_nodes, largest);
+}
+
+jt_comm_reducer *jt_comm_reducer_new(float *buf, size_t n, const size_t *begin, const size_t *end,
+                                     size_t n_buckets, jt_reduce_mode mode) {
+    JT_CHECK(n_buckets > 0, "a reducer needs a bucket");
+    jt_comm_reducer *r = jt_xcalloc(1, sizeof *r);
+    r->buf = buf;
+    r->n = n;
+    r->nb = n_buckets;
+    r->lo = jt_xcalloc(n_buckets, sizeof(size_t));
+    r->hi = jt_xcalloc(n_buckets, sizeof(size_t));
+    r->state = jt_xcalloc(n_buckets, sizeof(int));
+    r->t_start = jt_xcalloc(n_buckets, sizeof(double));
+    r->t_done = jt_xcalloc(n_buckets, sizeof(double));
+    r->req = jt_xcalloc(n_buckets, sizeof(MPI_Request));
+    for (size_t b = 0; b < n_buckets; b++) {
+        JT_CHECK(begin[b] <= end[b] && end[b] <= n && end[b] - begin[b] <= (size_t)INT_MAX,
+                 "bucket %zu [%zu, %zu) of %zu floats", b, begin[b], end[b], n);
+        r->lo[b] = begin[b];
+        r->hi[b] = end[b];
+        r->req[b] = MPI_REQUEST_NULL;
+    }
+    r->node = r->leaders = MPI_COMM_NULL;
+    r->win = MPI_WIN_NULL;
+    int m = (int)mode;
+    MPI_Bcast(&m, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    mode = (jt_reduce_mode)m;
+    if (jt_comm_size() == 1) mode = JT_REDUCE_NONE;
+    if (mode == JT_REDUCE_AUTO || mode == JT_REDUCE_SHM) {
+        const char *k = getenv("JTRAIN_TEST_NODE_SIZE");
+        long ks = 0;
+        int rank = jt_comm_rank();
+        if (k && jt_parse_long(k, 1, INT_MAX, &ks) == 0)
+            MPI_Comm_split(MPI_COMM_WORLD, (int)(rank / ks), rank, &r->node);
+        else
+            MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL,
+                                &r->node);
+        int size = 0, largest = 0;
+        MPI_Comm_size(r->node, &size);
+        MPI_Allreduce(&size, &largest, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+        if (mode == JT_REDUCE_AUTO) mode = largest >= 2 ? JT_REDUCE_SHM : JT_REDUCE_MPI;
+        if (mode != JT_REDUCE_SHM) MPI_Comm_free(&r->node);
+    }
+    r->mode = mode;
+    if (mode == JT_REDUCE_SHM) setup_shm(r);
+    else if (mode == JT_REDUCE_MPI) snprintf(r->what, sizeof r->what, "mpi, MPI_Iallreduce per bucket");
+    else snprintf(r->what, sizeof r->what, "none (1 rank)");
+    return r;
+}
+
+void jt_comm_reducer_start(jt_comm_reducer *r) {
+    JT_CHECK(r->next < r->nb, "bucket %zu started, but there are %zu", r->next, r->nb);
+    size_t b = r->next++;
+    if (b == 0) r->round++;
+    r->t_start[b] = jt_now();
+    size_t lo = r->lo[b], len = r->hi[b] - r->lo[b];
+    switch (r->mode) {
+    case JT_REDUCE_SHM: {
+        size_t a, z; /* this rank sums its own share from buf: the others need the rest */
+        share_of(lo, r->hi[b], r->node_rank, r->node_size, &a, &z);
+        copy_but_share(r->seg[r->node_rank], r->buf, lo, a, z, r->hi[b]);
+        atomic_store_explicit(&r->pub[r->node_rank][b], r->round, memory_order_release);
+        r->state[b] = B_PUBLISHED;
+        shm_advance(r);
+        break;
+    }
+    case JT_REDUCE_MPI:
+        MPI_Iallreduce(MPI_IN_PLACE, r->buf + lo, (int)len, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                       &r->req[b]);
+        r->state[b] = B_PUBLISHED;
+        mpi_advance(r);
+        break;
+    default:
+        bucket_done(r, b);
+    }
+    jt_comm_poll();
+}
+
+void jt_comm_reducer_progress(jt_comm_reducer *r) {
+    if (r->mode == JT_REDUCE_SHM) shm_advance(r);
+    else if (r->mode == JT_REDUCE_MPI) mpi_advance(r);
+    jt_comm_poll();
+}
+
+void jt_comm_reducer_wait(jt_comm_reducer *r) {
+    JT_CHECK(r->next == r->nb, "wait after %zu of %zu buckets", r->next, r->nb);
+    if (r->mode == JT_REDUCE_SHM) {
+        /* Spin like MPI does, but once the other ranks are late by more than JT_SPIN_SECONDS
+         * (they may be descheduled: more ranks than cores), give the CPU away between polls.
+         * Yielding at once costs a whole time slice on a busy machine. */
+        double t0 = jt_now();
+        for (unsigned spins = 1; !shm_advance(r); spins++) {
+            jt_comm_poll();
+            if (spins % 64 == 0 && jt_now() - t0 > JT_SPIN_SECONDS) sched_yield();
+        }
+    } else if (r->mode == JT_REDUCE_MPI) {
+        int idx[64];
+        for (;;) {
+            int count = 0;
+            /* MPI_Waitsome on the whole array so each bucket's completion time is its own */
+            if (r->nb <= 64) {
+                MPI_Waitsome((int)r->nb, r->req, &count, idx, MPI_STATUSES_IGNORE);
+                if (count == MPI_UNDEFINED) break;
+                for (int i = 0; i < count; i++) bucket_done(r, (size_t)idx[i]);
+            } else {
+                mpi_advance(r);
+                MPI_Waitall((int)r->nb, r->req, MPI_STATUSES_IGNORE);
+                break;
+            }
+        }
+        for (size_t b = 0; b < r->nb; b++)
+            if (r->state[b] != B_DONE) bucket_done(r, b);
+    }
+    for (size_t b = 0; b < r->nb; b++) {
+        JT_CHECK(r->state[b] == B_DONE, "bucket %zu not done", b);
+        r->state[b] = B_IDLE;
+    }
+    r->next = 0;
+    r->next_leader = 0;
+}
+
+void jt_comm_reducer_times(const jt_comm_reducer *r, size_t i, double *started, double *done) {
+    JT_CHECK(i < r->nb, "bucket %zu of %zu", i, r->nb);
+    *started = r->t_start[i];
+    *done = r->t_done[i];
+}
+
+jt_reduce_mode jt_comm_reducer_mode(const jt_comm_reducer *r) { return r->mode; }
+const char *jt_comm_reducer_describe(const jt_comm_reducer *r) { return r->what; }
+
+void jt_comm_reducer_free(jt_comm_reducer *r) {
+    if (!r) return;
+    if (r->win != MPI_WIN_NULL) MPI_Win_free(&r->win);
+    if (r->leaders != MPI_COMM_NULL) MPI_Comm_free(&r->leaders);
+    if (r->node != MPI_COMM_NULL) MPI_Comm_free(&r->node);
+    free(r->seg);
+    free(r->pub);
+    free(r->red);
+    free(r->fin);
+    free(r->lo);
+    free(r->hi);
+    free(r->state);
+    free(r->t_start);
+    free(r->t_done);
+    free(r->req);
+    free(r);
 }

@@ -1,11 +1,21 @@
 /* train.c - the training run (DESIGN.md "What a run does"): config -> data shard -> model ->
- * loop of (batch, forward, weighted losses, backward, one allreduce, Adam) -> checkpoints,
- * logs and the final evaluation.
+ * loop of (batch, forward, weighted losses, backward overlapped with the gradient sum, Adam) ->
+ * checkpoints, logs and the final evaluation.
  *
  * Invariants: every rank executes the same sequence of collectives; whatever may fail on one
  * rank only is followed by jt_comm_agree so all ranks stop together with the same exit code;
- * per-step metrics and the stop flag ride in the gradient allreduce (JT_PARAMS_CTRL), so the
- * step costs one collective besides the prefetched batch exchange. */
+ * per-step metrics and the stop flag ride in the gradient sum (JT_PARAMS_CTRL), so the step
+ * costs no collective besides the gradient sum and the prefetched batch exchange.
+ *
+ * The gradient sum overlaps backward: the flat buffer is cut into buckets along chain
+ * boundaries (plan_buckets), the same cut on every rank, and a bucket is started as soon as
+ * backward has finished its last chain (chains finish from the last to the first), then
+ * progressed from each later chain's callback; the step waits for it only before clipping and
+ * Adam. MPI is FUNNELED, so progress is driven from this thread, between chains: a progress
+ * thread would need MPI_THREAD_MULTIPLE, and in the shared-memory mode (comm.h) the sum is
+ * memory copies that need a core anyway. Environment switches (README): JTRAIN_ALLREDUCE =
+ * auto|shm|mpi (comm.h modes), JTRAIN_BUCKET_KB (default 256; 0 = one bucket after backward,
+ * no overlap). */
 #include <cblas.h>
 #include <math.h>
 #include <signal.h>
@@ -18,7 +28,13 @@
 #include "jtrain/comm.h"
 #include "jtrain/config.h"
 #include "jtrain/optim.h"
+#include "jtrain/trace.h"
 #include "jtrain/train.h"
+
+/* Smallest bucket of the overlapped gradient sum (JTRAIN_BUCKET_KB), and the largest (MPI
+ * counts are int). */
+#define JT_BUCKET_KB_DEFAULT 256
+#define JT_BUCKET_MAX_FLOATS ((size_t)1 << 30)
 
 static volatile sig_atomic_t g_stop_signal = 0;
 
@@ -67,9 +83,30 @@ typedef struct {
     FILE *metrics;
     int rank, world;
     uint64_t step, epoch, epoch_step, adam_t, total_steps;
+    /* the gradient sum (plan_buckets) */
+    jt_comm_reducer *red;
+    size_t n_buckets;
+    size_t *n_start;                       /* per chain: buckets to start once it is done */
+    char (*bucket_name)[JT_TRACE_NAME_MAX]; /* "allreduce CHAIN+CHAIN" */
+    size_t *bucket_floats;
+    char (*bwd_name)[JT_TRACE_NAME_MAX];    /* per chain: "backward CHAIN" */
+    /* timeline and per-run totals (seconds) */
+    jt_trace *trace;
+    double t_mark;  /* end of the last phase traced on the compute track */
+    double t_data;  /* blocked in jt_batcher_next */
+    double t_sum;   /* in the gradient sum's calls (starts in callbacks and the final wait) */
+    double t_wait;  /* of which in the final wait */
 } run;
 
 static void run_free(run *r) {
+    char err[JT_PATH_MAX + 128] = "";
+    if (jt_trace_close(r->trace, err, sizeof err) != JT_OK) /* the run itself went fine */
+        jt_errorf("%s (the trace is incomplete)", err);
+    jt_comm_reducer_free(r->red);
+    free(r->n_start);
+    free(r->bucket_name);
+    free(r->bucket_floats);
+    free(r->bwd_name);
     jt_batcher_free(&r->batcher);
     jt_model_free(&r->model);
     jt_data_close(&r->train);
@@ -298,11 +335,116 @@ static void print_header(run *r) {
     fflush(stdout);
 }
 
+/* The transport switches (README): JTRAIN_ALLREDUCE = auto (default) | shm | mpi and
+ * JTRAIN_BUCKET_KB (default 256, 0 = one bucket after backward). Rank 0's values win (comm). */
+static jt_status comm_options(jt_reduce_mode *mode, size_t *bucket_floats, char *err,
+                              size_t errlen) {
+    const char *m = getenv("JTRAIN_ALLREDUCE"), *kb = getenv("JTRAIN_BUCKET_KB");
+    long v = JT_BUCKET_KB_DEFAULT;
+    *mode = JT_REDUCE_AUTO;
+    if (m && strcmp(m, "shm") == 0) *mode = JT_REDUCE_SHM;
+    else if (m && strcmp(m, "mpi") == 0) *mode = JT_REDUCE_MPI;
+    else if (m && *m && strcmp(m, "auto") != 0) {
+        snprintf(err, errlen, "JTRAIN_ALLREDUCE=%s: expected auto, shm or mpi", m);
+        return JT_EUSAGE;
+    }
+    if (kb && *kb && jt_parse_long(kb, 0, 1L << 30, &v) != 0) {
+        snprintf(err, errlen, "JTRAIN_BUCKET_KB=%s: expected an integer from 0 to 2^30", kb);
+        return JT_EUSAGE;
+    }
+    *bucket_floats = (size_t)v * 1024 / sizeof(float);
+    return JT_OK;
+}
+
+/* Cuts the gradient buffer and its control tail into the buckets of the overlapped sum.
+ * Walking the chains from the last (whose backward ends first) to the first, each chain's
+ * range - from its first float to the next chain's first float; the last chain's reaches the
+ * end of the control tail, which is final before backward starts - joins the open bucket,
+ * which closes once it holds bucket_floats (0: only at the first chain, so one bucket after
+ * backward, no overlap) and is started by that chain's callback. Padding between views falls
+ * in some bucket and sums zeros. The cut depends only on the model: the same on every rank. */
+static void plan_buckets(run *r, size_t bucket_floats, jt_reduce_mode mode) {
+    const jt_model *m = &r->model;
+    size_t nc = m->n_chains, end = m->params.total + JT_PARAMS_CTRL;
+    size_t cap = nc + end / JT_BUCKET_MAX_FLOATS + 1, nb = 0;
+    size_t *lo = jt_xcalloc(cap, sizeof(size_t)), *hi = jt_xcalloc(cap, sizeof(size_t));
+    r->n_start = jt_xcalloc(nc, sizeof(size_t));
+    r->bucket_name = jt_xcalloc(cap, sizeof *r->bucket_name);
+    r->bucket_floats = jt_xcalloc(cap, sizeof(size_t));
+    r->bwd_name = jt_xcalloc(nc, sizeof *r->bwd_name);
+    char names[JT_TRACE_NAME_MAX] = "";
+    size_t open_hi = end;
+    for (size_t k = nc; k-- > 0;) {
+        const jt_chain *c = &m->chains[k];
+        snprintf(r->bwd_name[k], sizeof r->bwd_name[k], "backward %s", c->name);
+        size_t begin = k == 0 ? 0 : c->g_begin, used = strlen(names);
+        snprintf(names + used, sizeof names - used, "%s%s", used ? "+" : "", c->name);
+        if (k > 0 && (bucket_floats == 0 || open_hi - begin < bucket_floats)) continue;
+        while (open_hi > begin) { /* in pieces of at most the MPI limit */
+            size_t len = open_hi - begin < JT_BUCKET_MAX_FLOATS ? open_hi - begin
+                                                                : JT_BUCKET_MAX_FLOATS;
+            JT_CHECK(nb < cap, "bucket plan overflows");
+            hi[nb] = open_hi;
+            lo[nb] = open_hi - len;
+            r->bucket_floats[nb] = len;
+            snprintf(r->bucket_name[nb], sizeof r->bucket_name[nb], "allreduce %s", names);
+            open_hi -= len;
+            r->n_start[k]++;
+            nb++;
+        }
+        names[0] = 0;
+    }
+    JT_CHECK(open_hi == 0, "buckets leave [0, %zu) out", open_hi);
+    r->n_buckets = nb;
+    r->red = jt_comm_reducer_new(r->model.params.g, end, lo, hi, nb, mode);
+    free(lo);
+    free(hi);
+}
+
+/* jt_model_backward's callback: chain k's gradients are final. Traces its backward and starts
+ * the buckets that close with it (which also moves the earlier ones on). */
+static void on_chain_done(void *arg, size_t k) {
+    run *r = arg;
+    double t = jt_now();
+    jt_trace_event(r->trace, JT_TRACE_COMPUTE, r->bwd_name[k], r->t_mark, t, r->step, NULL, 0);
+    if (r->n_start[k] > 0) {
+        for (size_t i = 0; i < r->n_start[k]; i++) jt_comm_reducer_start(r->red);
+    } else {
+        jt_comm_reducer_progress(r->red);
+    }
+    r->t_mark = jt_now();
+    r->t_sum += r->t_mark - t;
+}
+
+/* The timeline (log.trace) and the gradient sum. Collective. */
+static jt_status setup_comm(run *r) {
+    char err[JT_PATH_MAX + 128] = "";
+    jt_reduce_mode mode = JT_REDUCE_AUTO;
+    size_t bucket_floats = 0;
+    jt_status st = jt_comm_agree_report(comm_options(&mode, &bucket_floats, err, sizeof err), err);
+    if (st != JT_OK) return st;
+    double t0 = jt_comm_min_f64(jt_now()); /* a common time origin for every rank's trace */
+    if (r->cfg.log.trace[0])
+        st = jt_trace_open(&r->trace, r->cfg.log.trace, r->rank, t0, err, sizeof err);
+    if ((st = jt_comm_agree_report(st, err)) != JT_OK) return st;
+    plan_buckets(r, bucket_floats, mode);
+    if (r->rank == 0) {
+        printf("gradient sum: %s, %zu bucket%s", jt_comm_reducer_describe(r->red), r->n_buckets,
+               r->n_buckets > 1 ? "s, overlapping backward" : "");
+        if (r->trace) printf("; timeline in %s with .rank<R> before the extension",
+                             r->cfg.log.trace);
+        printf("\n");
+        fflush(stdout);
+    }
+    return JT_OK;
+}
+
 jt_status jt_train_run(const jt_train_args *a) {
     run r;
     memset(&r, 0, sizeof r);
     install_signals();
     jt_status st = setup(&r, a);
+    if (st == JT_OK) st = setup_comm(&r);
     if (st != JT_OK) {
         run_free(&r);
         return st;
@@ -323,9 +465,14 @@ jt_status jt_train_run(const jt_train_args *a) {
     uint64_t labelled[JT_MODEL_MAX_ARRAYS];
     jt_xent_stats stats[JT_MODEL_MAX_ARRAYS];
 
+    uint64_t first_step = r.step;
     if (r.step < r.total_steps) jt_batcher_prefetch(&r.batcher, r.epoch, r.epoch_step);
     while (r.step < r.total_steps) {
+        double t = jt_now(), t1;
         const jt_batch *b = jt_batcher_next(&r.batcher);
+        r.t_mark = jt_now();
+        r.t_data += r.t_mark - t;
+        jt_trace_event(r.trace, JT_TRACE_COMPUTE, "data wait", t, r.t_mark, r.step, NULL, 0);
         JT_CHECK(b->epoch == r.epoch && b->epoch_step == r.epoch_step, "batch out of order");
         jt_batcher_advance(&r.batcher, &r.epoch, &r.epoch_step);
         if (r.step + 1 < r.total_steps) jt_batcher_prefetch(&r.batcher, r.epoch, r.epoch_step);
@@ -338,15 +485,40 @@ jt_status jt_train_run(const jt_train_args *a) {
             labelled[h] = b->labelled[m->chains[m->n_blocks + h].target_array];
         if (b->n > 0) {
             for (size_t i = 0; i < r.train.n_arrays; i++) ptr[i] = b->array[i];
+            t = jt_now();
+            jt_trace_event(r.trace, JT_TRACE_COMPUTE, "prefetch", r.t_mark, t, r.step, NULL, 0);
             jt_model_forward(m, ptr, b->rows, b->n, 1, r.step);
+            jt_comm_poll(); /* the prefetched exchange moves only inside MPI calls */
+            t1 = jt_now();
+            jt_trace_event(r.trace, JT_TRACE_COMPUTE, "forward", t, t1, r.step, NULL, 0);
             jt_model_loss(m, ptr, b->n, labelled, 1, stats);
-            jt_model_backward(m, ptr, b->rows, b->n, r.step, NULL, NULL);
             memset(local, 0, nf * sizeof(double));
             jt_head_eval_add(local, stats, nh);
             for (size_t i = 0; i < nf; i++) ctrl[i] = (float)local[i];
+            r.t_mark = jt_now();
+            jt_trace_event(r.trace, JT_TRACE_COMPUTE, "loss", t1, r.t_mark, r.step, NULL, 0);
         }
+        /* The control tail is final before backward: it rides in the first bucket. */
         ctrl[nf] = g_stop_signal ? 1.0f : 0.0f;
-        jt_comm_sum_f32(p->g, p->total + JT_PARAMS_CTRL);
+        if (b->n > 0) {
+            jt_model_backward(m, ptr, b->rows, b->n, r.step, on_chain_done, &r);
+        } else { /* no rows here: nothing to compute, the same buckets to sum */
+            for (size_t k = m->n_chains; k-- > 0;) on_chain_done(&r, k);
+        }
+        t = jt_now();
+        jt_comm_reducer_wait(r.red);
+        t1 = jt_now();
+        r.t_sum += t1 - t;
+        r.t_wait += t1 - t;
+        if (r.trace) {
+            jt_trace_event(r.trace, JT_TRACE_COMPUTE, "gradient wait", t, t1, r.step, NULL, 0);
+            for (size_t i = 0; i < r.n_buckets; i++) {
+                double t_start, t_done;
+                jt_comm_reducer_times(r.red, i, &t_start, &t_done);
+                jt_trace_event(r.trace, JT_TRACE_ALLREDUCE, r.bucket_name[i], t_start, t_done,
+                               r.step, "floats", r.bucket_floats[i]);
+            }
+        }
 
         double norm = jt_clip_grad_norm(p->g, p->total, r.cfg.train.clip_norm);
         int finite = isfinite(norm);
@@ -360,6 +532,8 @@ jt_status jt_train_run(const jt_train_args *a) {
             break;
         }
         jt_adam_step(p->w, p->g, p->m, p->v, p->total, &r.cfg.train.adam, ++r.adam_t);
+        t = jt_now();
+        jt_trace_event(r.trace, JT_TRACE_COMPUTE, "optimizer", t1, t, r.step, NULL, 0);
         r.step++;
 
         for (size_t i = 0; i < nf; i++) interval[i] += ctrl[i];
@@ -372,13 +546,18 @@ jt_status jt_train_run(const jt_train_args *a) {
             t_log = jt_now();
         }
         if (r.cfg.train.eval_every > 0 && r.step % (uint64_t)r.cfg.train.eval_every == 0 &&
-            r.step < r.total_steps)
+            r.step < r.total_steps) {
+            t = jt_now();
             print_eval(&r, r.cfg.data.eval);
+            jt_trace_event(r.trace, JT_TRACE_COMPUTE, "eval", t, jt_now(), r.step, NULL, 0);
+        }
         int stop = ctrl[nf] > 0.0f;
         if ((r.cfg.checkpoint.every_steps > 0 &&
              r.step % (uint64_t)r.cfg.checkpoint.every_steps == 0) ||
             r.step == r.total_steps || stop) {
+            t = jt_now();
             if ((st = save_checkpoint(&r)) != JT_OK) break;
+            jt_trace_event(r.trace, JT_TRACE_COMPUTE, "checkpoint", t, jt_now(), r.step, NULL, 0);
             last_saved = r.step;
         }
         if (stop) {
@@ -388,6 +567,12 @@ jt_status jt_train_run(const jt_train_args *a) {
             st = JT_ESIGNAL;
             break;
         }
+    }
+    if (r.rank == 0 && r.step > first_step) {
+        double k = 1e6 / (double)(r.step - first_step);
+        printf("comm per step (rank 0): gradient sum %.0f us on this thread (%.0f us waiting "
+               "after backward), batch exchange wait %.0f us\n", r.t_sum * k, r.t_wait * k,
+               jt_comm_xfer_wait_seconds() * k);
     }
     if (st == JT_OK) { /* the replicas must still be bitwise identical */
         uint64_t sum = jt_model_checksum(m);
@@ -401,8 +586,16 @@ jt_status jt_train_run(const jt_train_args *a) {
                    (unsigned long long)sum);
         }
     }
-    if (st == JT_OK && last_saved != r.step) st = save_checkpoint(&r);
-    if (st == JT_OK) print_eval(&r, r.cfg.data.eval);
+    double t = jt_now();
+    if (st == JT_OK && last_saved != r.step) {
+        st = save_checkpoint(&r);
+        jt_trace_event(r.trace, JT_TRACE_COMPUTE, "checkpoint", t, jt_now(), r.step, NULL, 0);
+    }
+    t = jt_now();
+    if (st == JT_OK) {
+        print_eval(&r, r.cfg.data.eval);
+        jt_trace_event(r.trace, JT_TRACE_COMPUTE, "eval", t, jt_now(), r.step, NULL, 0);
+    }
     free(interval);
     free(local);
     run_free(&r);

@@ -30,6 +30,8 @@ jt_status jt_comm_agree(jt_status st, int *first);
 jt_status jt_comm_agree_report(jt_status st, const char *err);
 /* 1 if v is the same on every rank. */
 int jt_comm_same_u64(uint64_t v);
+/* The smallest v over all ranks (e.g. a common time origin for traces). */
+double jt_comm_min_f64(double v);
 
 /* A non-blocking all-to-all of fixed-size records (the batch exchange). send holds, for each
  * destination rank d, scount[d] records starting at record sdispl[d]; likewise recv. Alongside
@@ -42,5 +44,55 @@ void jt_comm_xfer_start(jt_comm_xfer *x, const void *send, const size_t *scount,
                         const size_t *rdispl, uint64_t *sum, size_t n_sum);
 void jt_comm_xfer_wait(jt_comm_xfer *x);
 void jt_comm_xfer_free(jt_comm_xfer *x);
+/* Seconds this process has spent blocked in jt_comm_xfer_wait since it started. */
+double jt_comm_xfer_wait_seconds(void);
+/* Lets MPI move every started exchange (and nothing else) forward without blocking. Open MPI has
+ * no progress thread: a non-blocking collective only advances inside MPI calls, so the trainer
+ * calls this between phases of a step. Local, not collective. */
+void jt_comm_poll(void);
+
+/* The gradient sum: a float buffer summed in place over all ranks, in buckets (disjoint ranges
+ * of it) that are started one by one as their values become final and completed together, so
+ * the sum of the first buckets overlaps the computation of the next ones.
+ *
+ * Modes (rank 0's choice is used by every rank):
+ * - JT_REDUCE_SHM: on each node, through one MPI-3 shared-memory window: a started bucket is
+ *   copied into this rank's segment; once every rank of the node has copied it, each rank sums
+ *   its fixed share (1/N of the bucket) over the node's segments in rank order into a result
+ *   area; once every share is summed, each rank copies the result back. Synchronisation is by
+ *   per-rank counters in the window (C11 release/acquire atomics), so no MPI call is needed
+ *   and a bucket moves on whenever any rank of the node calls start, progress or wait. With
+ *   several nodes, one leader per node then sums the node results with MPI_Iallreduce (buckets
+ *   in order) and the others copy its result. Every rank gets bitwise the same sum; on one node
+ *   each element is x_0 + x_1 + ... + x_{N-1} left to right, whatever the bucketing.
+ * - JT_REDUCE_MPI: one MPI_Iallreduce per bucket on MPI_COMM_WORLD.
+ * - JT_REDUCE_AUTO: SHM when some node holds two or more ranks, else MPI.
+ * With one rank in all, nothing is summed. Progress is driven by the caller's thread (MPI is
+ * initialised FUNNELED): start and progress never block, wait spins (yielding the CPU) until
+ * every bucket is done, polling started exchanges meanwhile.
+ * Test hook: JTRAIN_TEST_NODE_SIZE=K makes "nodes" of K consecutive ranks instead of asking MPI
+ * which ranks share memory, so the multi-node path runs on one machine. */
+typedef enum { JT_REDUCE_AUTO = 0, JT_REDUCE_SHM, JT_REDUCE_MPI, JT_REDUCE_NONE } jt_reduce_mode;
+typedef struct jt_comm_reducer jt_comm_reducer;
+
+/* A reducer for buf[0, n) (which must stay allocated until jt_comm_reducer_free) with n_buckets
+ * buckets [begin[i], end[i]), disjoint, each at most INT_MAX floats. Collective. */
+jt_comm_reducer *jt_comm_reducer_new(float *buf, size_t n, const size_t *begin, const size_t *end,
+                                     size_t n_buckets, jt_reduce_mode mode);
+/* Starts the next bucket (0, 1, ... in order, each once per round): its floats in buf must be
+ * final. Also moves earlier buckets on. Never blocks. */
+void jt_comm_reducer_start(jt_comm_reducer *r);
+/* Moves started buckets on without blocking; polls started exchanges. */
+void jt_comm_reducer_progress(jt_comm_reducer *r);
+/* After every bucket is started: waits until buf holds the sum over all ranks, ending the round. */
+void jt_comm_reducer_wait(jt_comm_reducer *r);
+/* When bucket i of the last completed round was started and when its sum was back in buf
+ * (jt_now seconds). */
+void jt_comm_reducer_times(const jt_comm_reducer *r, size_t i, double *started, double *done);
+/* The mode in use (never AUTO) and a short description ("shm, 1 node of 2 ranks"). */
+jt_reduce_mode jt_comm_reducer_mode(const jt_comm_reducer *r);
+const char *jt_comm_reducer_describe(const jt_comm_reducer *r);
+/* Collective; NULL-safe. */
+void jt_comm_reducer_free(jt_comm_reducer *r);
 
 #endif
