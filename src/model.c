@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "jtrain/rng.h"
+#include "layers/conv2d.h"
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -186,14 +187,26 @@ static void chain_ranges(jt_model *m) {
     }
 }
 
+/* Fuses the chain's conv2d -> relu [-> maxpool2d] groups (layers/conv2d.h) and allocates its
+ * buffers. Some layers share activation and gradient buffers, always with their neighbours (so
+ * jt_model_free frees each run once): a fused group shares its last layer's, whose output the
+ * group's first layer computes while the others do nothing, and a flatten (not first) shares
+ * its input's, so its copy sees x == y and is skipped. The chain loops stay unaware of both. */
 static void alloc_chain(jt_chain *c, size_t max_n) {
     c->act = jt_xcalloc(c->n_layers, sizeof(float *));
     c->dact = jt_xcalloc(c->n_layers, sizeof(float *));
-    for (size_t i = 0; i < c->n_layers; i++) {
-        size_t sz = max_n * jt_shape_size(&c->layers[i].out);
-        c->act[i] = jt_alloc_floats(sz);
-        c->dact[i] = jt_alloc_floats(sz);
-        c->layers[i].ws = c->layers[i].ws_floats ? jt_alloc_floats(c->layers[i].ws_floats) : NULL;
+    for (size_t i = 0; i < c->n_layers;) {
+        size_t last = i + jt_layer_fuse(&c->layers[i], c->n_layers - i);
+        if (i > 0 && last == i && strcmp(c->layers[i].ops->kind, "flatten") == 0) {
+            c->act[i] = c->act[i - 1];
+            c->dact[i] = c->dact[i - 1];
+        } else {
+            size_t sz = max_n * jt_shape_size(&c->layers[last].out);
+            float *a = jt_alloc_floats(sz), *d = jt_alloc_floats(sz);
+            for (size_t j = i; j <= last; j++) c->act[j] = a, c->dact[j] = d;
+        }
+        for (; i <= last; i++)
+            c->layers[i].ws = c->layers[i].ws_floats ? jt_alloc_floats(c->layers[i].ws_floats) : NULL;
     }
     if (c->src_block >= 0) c->dsrc = jt_alloc_floats(max_n * jt_shape_size(&c->in));
 }
@@ -442,8 +455,9 @@ void jt_model_free(jt_model *m) {
     for (size_t k = 0; m->chains && k < m->n_chains; k++) {
         jt_chain *c = &m->chains[k];
         for (size_t i = 0; c->layers && i < c->n_layers; i++) {
-            if (c->act) jt_free_aligned(c->act[i]);
-            if (c->dact) jt_free_aligned(c->dact[i]);
+            int shared = i + 1 < c->n_layers && c->act && c->act[i] == c->act[i + 1];
+            if (c->act && !shared) jt_free_aligned(c->act[i]);
+            if (c->dact && !shared) jt_free_aligned(c->dact[i]);
             jt_free_aligned(c->layers[i].ws);
         }
         free(c->act);
