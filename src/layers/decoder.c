@@ -48,7 +48,7 @@ typedef struct {
     float *XT;  /* N*T*F      transposed input (feature maps only) */
     float *K;   /* N*T*A      keys W_a x_s, rows (sample, position) */
     float *Q;   /* N*L*A      queries U_a h_{t-1} + b_a, rows (sample, step) */
-    float *P;   /* N*T*A      scratch: tanh(K + Q_t) of one step, then its gradient */
+    float *P;   /* L*N*T*A    tanh(K + Q_t) of every step t (slot t: N*T*A), kept for backward */
     float *AL;  /* N*L*T      attention weights alpha, rows (sample, step) */
     float *Z;   /* N*L*(E+F)  GRU inputs [emb(y_in); c], rows (sample, step) */
     float *G;   /* N*L*3U     activated gates (r, z, n), rows (sample, step) */
@@ -79,7 +79,7 @@ static size_t dec_layout(const jt_layer *l, float *base, dec_ws *w) {
     JT_TAKE(w->XT, w->chw ? N * T * F : 0);
     JT_TAKE(w->K, N * T * A);
     JT_TAKE(w->Q, N * L * A);
-    JT_TAKE(w->P, N * T * A);
+    JT_TAKE(w->P, L * N * T * A);
     JT_TAKE(w->AL, N * L * T);
     JT_TAKE(w->Z, N * L * (E + F));
     JT_TAKE(w->G, N * L * 3 * U);
@@ -164,7 +164,8 @@ static void dec_init(jt_layer *l, jt_rng *rng) {
 /* The additive attention step of step t: X (n, T, F), weights into AL's step-t rows. */
 static jt_addattn dec_step(const jt_layer *l, const dec_ws *w, const float *X, size_t n,
                            size_t t) {
-    jt_addattn s = {.n = n, .T = w->T, .A = w->A, .F = w->F, .X = X, .v = l->W[P_V], .P = w->P,
+    jt_addattn s = {.n = n, .T = w->T, .A = w->A, .F = w->F, .X = X, .v = l->W[P_V],
+                    .P = w->P + t * l->max_n * w->T * w->A,
                     .alpha = w->AL + t * w->T, .ld_alpha = w->L * w->T, .e = w->S};
     return s;
 }
@@ -280,9 +281,8 @@ static void dec_backward(jt_layer *l, const float *x, const float *y, const floa
             float *dc = dz + E; /* dL/dc_t = logits' part + GRU input's part */
             for (size_t f = 0; f < F; f++) dc[f] += dot[f];
         }
-        /* the attention step: DX += alpha dc^T, dv, DK += dL/dK, DQ = dL/dQ_t (P recomputed) */
+        /* the attention step: DX += alpha dc^T, dv, DK += dL/dK, DQ = dL/dQ_t */
         jt_addattn s = dec_step(l, &w, X, n, t);
-        jt_addattn_hidden(&s, w.K, w.Q + t * A, L * A);
         jt_addattn_backward(&s, w.DZ + E, E + F, DX, 1, l->dW[P_V], w.DK, 1, w.DQ);
         /* Q_t = h_{t-1} U_a^T + b_a */
         jt_colsum_add(l->dW[P_BA], w.DQ, A, n, A);

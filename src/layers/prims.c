@@ -152,7 +152,8 @@ void jt_rows_to_chw(const float *src, float *dst, size_t n, size_t C, size_t T, 
 /* ---- additive attention ---- */
 
 // K: (n, T, A), q: (n, A) ld ldq or NULL -> P: (n, T, A) = tanh(K + q)
-JT_HOT void jt_addattn_hidden(const jt_addattn *s, const float *K, const float *q, size_t ldq) {
+JT_HOT static void addattn_hidden(const jt_addattn *s, const float *K, const float *q,
+                                  size_t ldq) {
     size_t T = s->T, A = s->A;
     float *P = s->P;
     if (!q) {
@@ -173,7 +174,7 @@ JT_HOT void jt_addattn_hidden(const jt_addattn *s, const float *K, const float *
 void jt_addattn_forward(const jt_addattn *s, const float *K, const float *q, size_t ldq, float *c,
                         size_t ldc) {
     size_t n = s->n, T = s->T, A = s->A, F = s->F;
-    jt_addattn_hidden(s, K, q, ldq);
+    addattn_hidden(s, K, q, ldq);
     jt_gemv(n * T, A, 1.0f, s->P, A, s->v, 0.0f, s->e);
     jt_softmax_rows(s->e, T, s->alpha, s->ld_alpha, n, T);
     for (size_t i = 0; i < n; i++)
