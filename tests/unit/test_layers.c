@@ -550,7 +550,7 @@ static void test_dropout_mask(void **state) {
 }
 
 /* jt_tanhf / jt_sigmoidf against libm in double over a dense sweep of [-20, 20] and tiny
- * arguments: a few ulp at most (mathx.h promises 3.2e-7 relative for tanh). */
+ * arguments: a few ulp at most (mathx.h: 1.8e-7 relative; test_mathx checks them in detail). */
 static void test_mathx_accuracy(void **state) {
     (void)state;
     double worst_t = 0, worst_s = 0;
