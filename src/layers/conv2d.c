@@ -21,6 +21,8 @@
  *     t (F, B*OH*OW) = W col per block; backward dW += dt col^T, db += row sums of dt,
  *     dcol = W^T dt and col2im. B keeps a block's buffers within BLOCK_FLOATS. When the columns
  *     of all max_n samples fit KEEP_FLOATS, forward keeps them for backward.
+ * The fused 2x2 pool over product rows of even length runs as one flat loop per plane (see
+ * epi_bias_relu_pool2_flat): pooled rows are short, and loops over them run scalar.
  *
  * Workspace (floats; offsets in conv_plan):
  *   direct:  xp (C, Hp, Wp) padded input and dxp (C, Hp, Wp) its gradient (only with padding),
@@ -30,7 +32,8 @@
  *            columns are kept (else dcol reuses col);
  *   fused pool: arg (n, F, PH, PW) bytes, each window's argmax a * P + b, from forward to
  *            backward (the storage comes from the float allocation and is only ever accessed
- *            as unsigned char, which may alias anything). */
+ *            as unsigned char, which may alias anything); for the flat 2x2 loops a scratch of
+ *            PH * (rs + PW) floats and as many bytes (rs: the product plane's row stride). */
 #include <cblas.h>
 #include <limits.h>
 #include <stdint.h>
@@ -53,9 +56,11 @@ typedef struct {
     conv_geom g;
     int direct, keep, relu, pad;
     size_t P, PH, PW;          /* fused max-pool window and its output plane (P = 0: none) */
+    int flat2;                 /* P = 2 with even product rows: the flat pool loops below */
+    float *ps;                 /* flat2: the pool scratch in the workspace (set per call) */
     size_t B;                  /* im2col: samples per block */
     size_t Hp, Wp, np;         /* direct: padded plane, positions computed per plane */
-    size_t o_xp, o_dxp, o_t, o_acc, o_col, o_dcol, o_arg, total; /* ws offsets, floats */
+    size_t o_xp, o_dxp, o_t, o_acc, o_col, o_dcol, o_arg, o_ps, total; /* ws offsets, floats */
 } conv_plan;
 
 static void conv_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx);
@@ -137,6 +142,11 @@ static conv_plan conv_plan_of(const jt_layer *l) {
     }
     pl.o_arg = off;
     off += pl.P ? (n * g->F * pl.PH * pl.PW + sizeof(float) - 1) / sizeof(float) : 0;
+    size_t rs = pl.direct ? pl.Wp : g->OW; /* row stride of a product plane */
+    pl.flat2 = pl.P == 2 && rs % 2 == 0;
+    pl.o_ps = off;
+    size_t ns = pl.PH * (rs + pl.PW); /* G or pv, then gm; the same count of bytes for K, km */
+    off += pl.flat2 ? ns + (ns + sizeof(float) - 1) / sizeof(float) : 0;
     pl.total = off;
     return pl;
 }
@@ -250,6 +260,39 @@ JT_HOT static void epi_bias_relu_pool2(const float *restrict t, size_t rs, size_
     }
 }
 
+/* The flat 2x2 pool: with even rows (rs), pair u = (row pair ph, column u - ph rs) covers
+ * t[2u], t[2u + 1] and, below them, t[2u + rs], t[2u + rs + 1]. For u - ph rs < PW that is
+ * window (ph, u - ph rs); the other pairs of a row pair are junk, computed and dropped, so one
+ * long loop the compiler vectorises replaces PH short ones that run scalar. Rows are then
+ * copied out of the scratch pv, pk (rows rs apart) into y, arg (rows PW apart). */
+
+// t: product plane, rows rs apart -> y: (PH, PW) pooled relu(t + b), arg: first-maximum offsets
+JT_HOT static void epi_bias_relu_pool2_flat(const float *restrict t, size_t rs, size_t PH,
+                                            size_t PW, float b, float *restrict y,
+                                            unsigned char *restrict arg, float *restrict pv,
+                                            unsigned char *restrict pk) {
+    size_t nu = (PH - 1) * rs + PW;
+    for (size_t u = 0; u < nu; u++) {
+        float v0 = t[2 * u] + b, v1 = t[2 * u + 1] + b;
+        float v2 = t[2 * u + rs] + b, v3 = t[2 * u + rs + 1] + b;
+        v0 = v0 > 0.0f ? v0 : 0.0f;
+        v1 = v1 > 0.0f ? v1 : 0.0f;
+        v2 = v2 > 0.0f ? v2 : 0.0f;
+        v3 = v3 > 0.0f ? v3 : 0.0f;
+        float m = v0;
+        uint32_t k = 0, c;
+        c = v1 > m, m = v1 > m ? v1 : m, k = pick_u32(c, 1, k);
+        c = v2 > m, m = v2 > m ? v2 : m, k = pick_u32(c, 2, k);
+        c = v3 > m, m = v3 > m ? v3 : m, k = pick_u32(c, 3, k);
+        pv[u] = m;
+        pk[u] = (unsigned char)k;
+    }
+    for (size_t ph = 0; ph < PH; ph++) {
+        memcpy(y + ph * PW, pv + ph * rs, PW * sizeof(float));
+        memcpy(arg + ph * PW, pk + ph * rs, PW);
+    }
+}
+
 // the same for any window P (stride P)
 static void epi_bias_relu_pool(const float *t, size_t rs, size_t P, size_t PH, size_t PW, float b,
                                float *y, unsigned char *arg) {
@@ -272,7 +315,10 @@ static void epi_bias_relu_pool(const float *t, size_t rs, size_t P, size_t PH, s
 static void epilogue(const conv_plan *pl, const float *t, size_t rs, float b, float *y,
                      unsigned char *arg) {
     const conv_geom *g = &pl->g;
-    if (pl->P == 2) epi_bias_relu_pool2(t, rs, pl->PH, pl->PW, b, y, arg);
+    if (pl->flat2)
+        epi_bias_relu_pool2_flat(t, rs, pl->PH, pl->PW, b, y, arg, pl->ps,
+                                 (unsigned char *)(pl->ps + pl->PH * (rs + pl->PW)));
+    else if (pl->P == 2) epi_bias_relu_pool2(t, rs, pl->PH, pl->PW, b, y, arg);
     else if (pl->P) epi_bias_relu_pool(t, rs, pl->P, pl->PH, pl->PW, b, y, arg);
     else if (pl->relu) epi_bias_relu(t, rs, g->OH, g->OW, b, y);
     else epi_bias(t, rs, g->OH, g->OW, b, y);
@@ -338,13 +384,48 @@ JT_HOT static void dt_relu_pool2(const float *restrict dp, const float *restrict
         for (size_t w = 0; w < rs; w++) dt[h * rs + w] = 0.0f;
 }
 
+// the flat form for even rows rs: each pooled row's gradient (kept where yp > 0) and offsets
+// are laid out in G, K as pair u's of its row pair would read them: the top half of the row
+// pair (u - ph rs < rs/2) meets window offsets 0, 1, the bottom half 2, 3 (K holds arg - 2
+// there, wrapping 0, 1 to 254, 255); pairs of no window get G = 0. Then one flat loop writes
+// dt[2u], dt[2u + 1] for every pair u, rows 0 .. 2 PH - 1, and a last odd row is zeroed.
+JT_HOT static void dt_relu_pool2_flat(const float *restrict dp, const float *restrict yp,
+                                      const unsigned char *restrict arg, size_t PH, size_t PW,
+                                      size_t OH, float *restrict dt, size_t rs, float *restrict G,
+                                      unsigned char *restrict K) {
+    size_t h = rs / 2, m = PH * PW;
+    float *gm = G + PH * rs;                 /* flat scratch after G and K */
+    unsigned char *km = K + PH * rs;
+    for (size_t v = 0; v < m; v++) {
+        gm[v] = keep_if(dp[v], yp[v] > 0.0f);
+        km[v] = (unsigned char)(arg[v] - 2);
+    }
+    for (size_t ph = 0; ph < PH; ph++) {
+        float *g = G + ph * rs;
+        unsigned char *k = K + ph * rs;
+        memcpy(g, gm + ph * PW, PW * sizeof(float));
+        memcpy(g + h, gm + ph * PW, PW * sizeof(float));
+        memcpy(k, arg + ph * PW, PW);
+        memcpy(k + h, km + ph * PW, PW);
+        for (size_t pw = PW; pw < h; pw++) g[pw] = g[h + pw] = 0.0f, k[pw] = k[h + pw] = 0;
+    }
+    for (size_t u = 0; u < PH * rs; u++) {
+        dt[2 * u] = keep_if(G[u], K[u] == 0);
+        dt[2 * u + 1] = keep_if(G[u], K[u] == 1);
+    }
+    for (size_t w = 2 * PH * rs; w < OH * rs; w++) dt[w] = 0.0f;
+}
+
 /* Sample i, filter f's gradient plane from dy (and y, arg) as the fusion mode says. */
 static void grad_plane(const conv_plan *pl, const float *y, const float *dy, const unsigned char *arg,
                        size_t i, size_t f, float *dt, size_t rs) {
     const conv_geom *g = &pl->g;
     if (pl->P) {
         size_t o = (i * g->F + f) * pl->PH * pl->PW;
-        if (pl->P == 2) dt_relu_pool2(dy + o, y + o, arg + o, pl->PH, pl->PW, g->OH, dt, rs);
+        if (pl->flat2)
+            dt_relu_pool2_flat(dy + o, y + o, arg + o, pl->PH, pl->PW, g->OH, dt, rs, pl->ps,
+                               (unsigned char *)(pl->ps + pl->PH * (rs + pl->PW)));
+        else if (pl->P == 2) dt_relu_pool2(dy + o, y + o, arg + o, pl->PH, pl->PW, g->OH, dt, rs);
         else dt_relu_pool(pl, dy + o, y + o, arg + o, dt, rs);
         return;
     }
@@ -385,19 +466,38 @@ JT_HOT static void direct3(const float *restrict xp, size_t wp, const float *res
                    w5 * x1[p + 2] + w6 * x2[p] + w7 * x2[p + 1] + w8 * x2[p + 2];
 }
 
+/* LANES floats as one value (a GCC/clang vector), so the nine accumulators below stay in
+ * registers; lane j computes exactly what the scalar loop over p = j (mod LANES) would. */
+typedef float lanes_v __attribute__((vector_size(LANES * sizeof(float))));
+
+/* v = LANES floats from p (a macro: a function returning a vector trips -Wpsabi) */
+#define LOAD_LANES(v, p) memcpy(&(v), (p), sizeof(lanes_v))
+
 // acc: (9, LANES) += lanes of d[p] xp[p + ki wp + kj] over p < np, k = ki * 3 + kj
 JT_HOT static void direct3_dw(const float *restrict d, const float *restrict xp, size_t wp,
                               size_t np, float *restrict acc) {
-    float a[9][LANES];
+    const float *x0 = xp, *x1 = xp + wp, *x2 = xp + 2 * wp;
+    lanes_v a[9];
     memcpy(a, acc, sizeof a);
-    size_t off[9] = {0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2};
+    lanes_v a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3], a4 = a[4], a5 = a[5], a6 = a[6],
+            a7 = a[7], a8 = a[8];
     size_t p = 0;
-    for (; p + LANES <= np; p += LANES)
-        for (size_t k = 0; k < 9; k++)
-            for (size_t j = 0; j < LANES; j++) a[k][j] += d[p + j] * xp[p + off[k] + j];
-    for (size_t k = 0; k < 9; k++)
-        for (size_t j = 0; p + j < np; j++) a[k][j] += d[p + j] * xp[p + off[k] + j];
+    for (; p + LANES <= np; p += LANES) {
+        lanes_v dv, v0, v1, v2, v3, v4, v5, v6, v7, v8;
+        LOAD_LANES(dv, d + p);
+        LOAD_LANES(v0, x0 + p), LOAD_LANES(v1, x0 + p + 1), LOAD_LANES(v2, x0 + p + 2);
+        LOAD_LANES(v3, x1 + p), LOAD_LANES(v4, x1 + p + 1), LOAD_LANES(v5, x1 + p + 2);
+        LOAD_LANES(v6, x2 + p), LOAD_LANES(v7, x2 + p + 1), LOAD_LANES(v8, x2 + p + 2);
+        a0 += dv * v0, a1 += dv * v1, a2 += dv * v2;
+        a3 += dv * v3, a4 += dv * v4, a5 += dv * v5;
+        a6 += dv * v6, a7 += dv * v7, a8 += dv * v8;
+    }
+    a[0] = a0, a[1] = a1, a[2] = a2, a[3] = a3, a[4] = a4, a[5] = a5, a[6] = a6, a[7] = a7;
+    a[8] = a8;
     memcpy(acc, a, sizeof a);
+    size_t off[9] = {0, 1, 2, wp, wp + 1, wp + 2, 2 * wp, 2 * wp + 1, 2 * wp + 2};
+    for (size_t k = 0; k < 9; k++)
+        for (size_t j = 0; p + j < np; j++) acc[k * LANES + j] += d[p + j] * xp[p + off[k] + j];
 }
 
 // dxp[p + ki wp + kj] += w[ki][kj] d[p] for p < np, k = ki * 3 + kj in order
@@ -592,6 +692,7 @@ static void conv_forward(jt_layer *l, const float *x, float *y, size_t n, const 
     (void)ctx;
     JT_CHECK(n <= l->max_n, "layer %s: batch %zu > max_n %zu", l->name, n, l->max_n);
     conv_plan pl = conv_plan_of(l);
+    pl.ps = l->ws + pl.o_ps;
     if (pl.direct) direct_forward(&pl, l, x, y, n);
     else gemm_forward(&pl, l, x, y, n);
 }
@@ -602,6 +703,7 @@ static void conv_backward(jt_layer *l, const float *x, const float *y, const flo
     (void)ctx;
     JT_CHECK(n <= l->max_n, "layer %s: batch %zu > max_n %zu", l->name, n, l->max_n);
     conv_plan pl = conv_plan_of(l);
+    pl.ps = l->ws + pl.o_ps;
     if (pl.direct) direct_backward(&pl, l, x, y, dy, dx, n);
     else gemm_backward(&pl, l, x, y, dy, dx, n);
 }
@@ -662,6 +764,6 @@ jt_conv2d_lowering jt_conv2d_lowering_of(const jt_layer *l) {
     JT_CHECK(l->ops == &jt_layer_conv2d || l->ops == &conv2d_relu_ops, "layer %s is no conv2d",
              l->name);
     conv_plan pl = conv_plan_of(l);
-    jt_conv2d_lowering r = {pl.direct, pl.B, pl.keep, pl.relu, pl.P};
+    jt_conv2d_lowering r = {pl.direct, pl.B, pl.keep, pl.relu, pl.P, pl.flat2};
     return r;
 }

@@ -35,6 +35,7 @@ typedef struct {
     int keep_columns; /* im2col path: forward's columns kept for backward (not rebuilt) */
     int relu;         /* fused: relu applied in the epilogue */
     size_t pool;      /* fused: max-pool window (= stride) applied in the epilogue, or 0 */
+    int pool_flat;    /* fused 2x2 pool over even product rows: one flat loop per plane */
 } jt_conv2d_lowering;
 
 /* The lowering of conv2d layer l (set up, max_n as given to setup). Fatal if l is no conv2d. */

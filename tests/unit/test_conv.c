@@ -281,17 +281,17 @@ static void test_fused_matches_unfused(void **state) {
         conv_case c;
         long P, PS;      /* pool size and stride (0, 0: no pool layer) */
         size_t k;        /* layers fused: 2 conv+relu+pool, 1 conv+relu */
-        int direct, split;
+        int direct, split, flat;
     } cases[] = {
-        {"direct C=1 valid, pool 2", {1, 28, 28, 4, 3, 1, 0, 3, 5}, 2, 0, 2, 1, 0},
-        {"direct C=1 odd map, pool 2", {1, 9, 9, 3, 3, 1, 0, 2, 2}, 2, 0, 2, 1, 0},
-        {"direct (H, W) same, pool 2", {0, 9, 10, 3, 3, 1, 1, 1, 1}, 2, 0, 2, 1, 0},
-        {"direct C=3 same, pool 3", {3, 10, 11, 2, 3, 1, 1, 2, 2}, 3, 3, 2, 1, 0},
-        {"im2col blocks, pool 2", {24, 14, 14, 4, 3, 1, 1, 7, 9}, 2, 0, 2, 0, 1},
-        {"im2col blocks rebuilt, pool 2", {24, 13, 13, 4, 3, 1, 1, 9, 120}, 2, 2, 2, 0, 1},
-        {"im2col stride 2, pool 2", {2, 11, 11, 3, 3, 2, 1, 3, 3}, 2, 0, 2, 0, 0},
-        {"im2col, relu only (pool stride 1 stays)", {6, 9, 9, 3, 3, 1, 0, 2, 2}, 2, 1, 1, 0, 0},
-        {"direct, relu only (no pool)", {1, 8, 8, 3, 3, 1, 0, 2, 2}, 0, 0, 1, 1, 0},
+        {"direct C=1 valid, flat pool 2", {1, 28, 28, 4, 3, 1, 0, 3, 5}, 2, 0, 2, 1, 0, 1},
+        {"direct C=1 odd map, pool 2", {1, 9, 9, 3, 3, 1, 0, 2, 2}, 2, 0, 2, 1, 0, 0},
+        {"direct (H, W) same, odd rows, flat pool 2", {0, 9, 10, 3, 3, 1, 1, 1, 1}, 2, 0, 2, 1, 0, 1},
+        {"direct C=3 same, pool 3", {3, 10, 11, 2, 3, 1, 1, 2, 2}, 3, 3, 2, 1, 0, 0},
+        {"im2col blocks, flat pool 2", {24, 14, 14, 4, 3, 1, 1, 7, 9}, 2, 0, 2, 0, 1, 1},
+        {"im2col blocks rebuilt, pool 2", {24, 13, 13, 4, 3, 1, 1, 9, 120}, 2, 2, 2, 0, 1, 0},
+        {"im2col stride 2, flat pool 2", {2, 11, 11, 3, 3, 2, 1, 3, 3}, 2, 0, 2, 0, 0, 1},
+        {"im2col, relu only (pool stride 1 stays)", {6, 9, 9, 3, 3, 1, 0, 2, 2}, 2, 1, 1, 0, 0, 0},
+        {"direct, relu only (no pool)", {1, 8, 8, 3, 3, 1, 0, 2, 2}, 0, 0, 1, 1, 0, 0},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof *cases; ci++) {
         const conv_case *c = &cases[ci].c;
@@ -303,6 +303,7 @@ static void test_fused_matches_unfused(void **state) {
         jt_conv2d_lowering lw = jt_conv2d_lowering_of(&fp.g[0]);
         assert_true(lw.relu);
         assert_int_equal(lw.pool, cases[ci].k == 2 ? (size_t)cases[ci].P : 0);
+        if (lw.pool_flat != cases[ci].flat) fail_msg("%s: pool_flat %d", cases[ci].name, lw.pool_flat);
         expect_lowering(&fp.g[0], cases[ci].direct, cases[ci].split, -1, c->n);
         if (fp.k < 2 && pool) { /* the pool stays a layer of its own: run it unfused in both */
             assert_ptr_equal(fp.g[2].ops, jt_layer_find("maxpool2d"));
