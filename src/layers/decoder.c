@@ -32,7 +32,7 @@
  * sgemm; each step's query, GRU products and logits are one sgemm over the batch (strided rows
  * of the per-step buffers); the weight gradients of W_o, W_ih and W_a are one sgemm each over
  * all steps. Workspace: see dec_layout. It depends on max_n only, so it is the same for every
- * batch size; forward keeps Q, AL, Z, G, HN, O and IDX for backward. */
+ * batch size; forward keeps Q, P, AL, Z, G, HN, O and IDX for backward. */
 #include <limits.h>
 #include <string.h>
 

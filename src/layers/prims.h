@@ -85,7 +85,8 @@ typedef struct {
     size_t n, T, A, F;  /* samples, vectors per sample, attention size, vector size */
     const float *X;     /* (n, T, F) contiguous: the attended vectors */
     const float *v;     /* (A): the scoring vector */
-    float *P;           /* (n, T, A) contiguous: tanh(K + q), written by forward, read by backward */
+    float *P;           /* (n, T, A) contiguous: tanh(K + q), written by forward, read by
+                         * backward */
     float *alpha;       /* (n, T), row i at alpha + i * ld_alpha: the attention weights */
     size_t ld_alpha;
     float *e;           /* (n * T) scratch: the scores (forward), dL/de (backward) */
