@@ -128,13 +128,14 @@ typedef struct {
 static const lowered_case CASES[] = {
     {{1, 28, 28, 4, 3, 1, 0, 3, 5}, 1, 0, -1},    /* C = 1, valid: the benchmark's first conv */
     {{0, 9, 8, 3, 3, 1, 1, 2, 2}, 1, 0, -1},      /* (H, W) input, same padding */
-    {{3, 7, 6, 4, 3, 1, 1, 1, 1}, 1, 0, -1},      /* C = 3 direct, same, n = 1 */
+    {{1, 7, 6, 4, 3, 1, 1, 1, 1}, 1, 0, -1},      /* direct, same, n = 1 */
+    {{3, 7, 6, 4, 3, 1, 1, 1, 1}, 0, 0, 1},       /* C = 3: im2col, same, n = 1 */
     {{24, 14, 14, 4, 3, 1, 1, 7, 9}, 0, 1, 1},    /* im2col, blocks 3 + 3 + 1, columns kept */
     {{24, 14, 14, 4, 3, 1, 1, 7, 120}, 0, 1, 0},  /* the same with columns rebuilt */
     {{2, 7, 7, 3, 3, 2, 1, 3, 3}, 0, 0, 1},       /* stride 2, same */
     {{2, 5, 6, 3, 2, 2, 1, 1, 2}, 0, 0, 1},       /* even kernel, same, n = 1 */
     {{3, 9, 9, 2, 5, 3, 1, 2, 2}, 0, 0, 1},       /* kernel 5, stride 3 */
-    {{6, 9, 9, 5, 3, 1, 0, 4, 4}, 0, 0, 1},       /* C > DIRECT_MAX_C, kernel 3, stride 1 */
+    {{6, 9, 9, 5, 3, 1, 0, 4, 4}, 0, 0, 1},       /* C = 6, kernel 3, stride 1 */
 };
 #define N_CASES (sizeof CASES / sizeof *CASES)
 
@@ -184,7 +185,7 @@ static void test_conv_gradcheck_paths(void **state) {
     struct { conv_case c; int direct; } gc[] = {
         {{1, 8, 9, 3, 3, 1, 0, 2, 0}, 1},  /* direct, C = 1, valid */
         {{0, 6, 7, 2, 3, 1, 1, 1, 0}, 1},  /* direct, (H, W), same, n = 1 */
-        {{3, 6, 5, 2, 3, 1, 1, 3, 0}, 1},  /* direct, C = 3, same */
+        {{3, 6, 5, 2, 3, 1, 1, 3, 0}, 0},  /* im2col, C = 3, same */
         {{24, 14, 14, 2, 3, 1, 1, 7, 0}, 0}, /* im2col, blocks 3 + 3 + 1 */
         {{2, 7, 6, 2, 3, 2, 1, 1, 0}, 0},  /* stride 2, same, n = 1 */
     };
@@ -286,7 +287,8 @@ static void test_fused_matches_unfused(void **state) {
         {"direct C=1 valid, flat pool 2", {1, 28, 28, 4, 3, 1, 0, 3, 5}, 2, 0, 2, 1, 0, 1},
         {"direct C=1 odd map, pool 2", {1, 9, 9, 3, 3, 1, 0, 2, 2}, 2, 0, 2, 1, 0, 0},
         {"direct (H, W) same, odd rows, flat pool 2", {0, 9, 10, 3, 3, 1, 1, 1, 1}, 2, 0, 2, 1, 0, 1},
-        {"direct C=3 same, pool 3", {3, 10, 11, 2, 3, 1, 1, 2, 2}, 3, 3, 2, 1, 0, 0},
+        {"direct same, pool 3", {1, 10, 11, 2, 3, 1, 1, 2, 2}, 3, 3, 2, 1, 0, 0},
+        {"im2col C=3 same, pool 3", {3, 10, 11, 2, 3, 1, 1, 2, 2}, 3, 3, 2, 0, 0, 0},
         {"im2col blocks, flat pool 2", {24, 14, 14, 4, 3, 1, 1, 7, 9}, 2, 0, 2, 0, 1, 1},
         {"im2col blocks rebuilt, pool 2", {24, 13, 13, 4, 3, 1, 1, 9, 120}, 2, 2, 2, 0, 1, 0},
         {"im2col stride 2, flat pool 2", {2, 11, 11, 3, 3, 2, 1, 3, 3}, 2, 0, 2, 0, 0, 1},
