@@ -35,8 +35,10 @@ typedef struct {
     int *ctx_block;       /* per layer: chain whose output is the layer's context, or -1 */
     size_t n_layers;
     jt_shape in, out;
-    float **act;          /* act[i]: (max_n, layers[i].out) */
-    float **dact;         /* dact[i]: gradient with respect to act[i] */
+    float **act;          /* act[i]: (max_n, layers[i].out); a fused group (conv2d -> relu ->
+                           * maxpool2d) and a flatten share their neighbours' buffers (model.c,
+                           * alloc_chain), so act[i] may be the group's last output */
+    float **dact;         /* dact[i]: gradient with respect to act[i], shared alike */
     float *dsrc;          /* (max_n, in): the first layer's dx before it is added to src_block */
     /* heads only */
     int target_array;     /* index into the split's arrays */
