@@ -14,8 +14,8 @@
  * Adam. MPI is FUNNELED, so progress is driven from this thread, between chains: a progress
  * thread would need MPI_THREAD_MULTIPLE, and in the shared-memory mode (comm.h) the sum is
  * memory copies that need a core anyway. Environment switches (README): JTRAIN_ALLREDUCE =
- * auto|shm|mpi (comm.h modes), JTRAIN_BUCKET_KB (default 256; 0 = one bucket after backward,
- * no overlap). */
+ * auto|shm|mpi (comm.h modes), JTRAIN_BUCKET_KB (default 256 for shm, 0 for mpi; 0 = one
+ * bucket after backward, no overlap). */
 #include <cblas.h>
 #include <math.h>
 #include <signal.h>
@@ -31,8 +31,8 @@
 #include "jtrain/trace.h"
 #include "jtrain/train.h"
 
-/* Smallest bucket of the overlapped gradient sum (JTRAIN_BUCKET_KB), and the largest (MPI
- * counts are int). */
+/* Smallest bucket of the overlapped gradient sum (JTRAIN_BUCKET_KB; shared-memory mode), and
+ * the largest (MPI counts are int). */
 #define JT_BUCKET_KB_DEFAULT 256
 #define JT_BUCKET_MAX_FLOATS ((size_t)1 << 30)
 
@@ -336,11 +336,11 @@ static void print_header(run *r) {
 }
 
 /* The transport switches (README): JTRAIN_ALLREDUCE = auto (default) | shm | mpi and
- * JTRAIN_BUCKET_KB (default 256, 0 = one bucket after backward). Rank 0's values win (comm). */
-static jt_status comm_options(jt_reduce_mode *mode, size_t *bucket_floats, char *err,
-                              size_t errlen) {
+ * JTRAIN_BUCKET_KB (0 = one bucket after backward; *bucket_kb = -1 when unset). Rank 0's mode
+ * wins (comm). */
+static jt_status comm_options(jt_reduce_mode *mode, long *bucket_kb, char *err, size_t errlen) {
     const char *m = getenv("JTRAIN_ALLREDUCE"), *kb = getenv("JTRAIN_BUCKET_KB");
-    long v = JT_BUCKET_KB_DEFAULT;
+    *bucket_kb = -1;
     *mode = JT_REDUCE_AUTO;
     if (m && strcmp(m, "shm") == 0) *mode = JT_REDUCE_SHM;
     else if (m && strcmp(m, "mpi") == 0) *mode = JT_REDUCE_MPI;
@@ -348,11 +348,10 @@ static jt_status comm_options(jt_reduce_mode *mode, size_t *bucket_floats, char 
         snprintf(err, errlen, "JTRAIN_ALLREDUCE=%s: expected auto, shm or mpi", m);
         return JT_EUSAGE;
     }
-    if (kb && *kb && jt_parse_long(kb, 0, 1L << 30, &v) != 0) {
+    if (kb && *kb && jt_parse_long(kb, 0, 1L << 30, bucket_kb) != 0) {
         snprintf(err, errlen, "JTRAIN_BUCKET_KB=%s: expected an integer from 0 to 2^30", kb);
         return JT_EUSAGE;
     }
-    *bucket_floats = (size_t)v * 1024 / sizeof(float);
     return JT_OK;
 }
 
@@ -420,9 +419,15 @@ static void on_chain_done(void *arg, size_t k) {
 static jt_status setup_comm(run *r) {
     char err[JT_PATH_MAX + 128] = "";
     jt_reduce_mode mode = JT_REDUCE_AUTO;
-    size_t bucket_floats = 0;
-    jt_status st = jt_comm_agree_report(comm_options(&mode, &bucket_floats, err, sizeof err), err);
+    long kb = -1;
+    jt_status st = jt_comm_agree_report(comm_options(&mode, &kb, err, sizeof err), err);
     if (st != JT_OK) return st;
+    /* Buckets by default only where they pay (measured, README): in the shared-memory sum; in
+     * the MPI mode one blocking MPI_Allreduce beats Open MPI 4.1's MPI_Iallreduce per bucket,
+     * whose work without a progress thread lands in the Test calls on this thread anyway. */
+    mode = jt_comm_reduce_mode(mode);
+    if (kb < 0) kb = mode == JT_REDUCE_MPI ? 0 : JT_BUCKET_KB_DEFAULT;
+    size_t bucket_floats = (size_t)kb * 1024 / sizeof(float);
     double t0 = jt_comm_min_f64(jt_now()); /* a common time origin for every rank's trace */
     if (r->cfg.log.trace[0])
         st = jt_trace_open(&r->trace, r->cfg.log.trace, r->rank, t0, err, sizeof err);

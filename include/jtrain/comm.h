@@ -65,7 +65,8 @@ void jt_comm_poll(void);
  *   several nodes, one leader per node then sums the node results with MPI_Iallreduce (buckets
  *   in order) and the others copy its result. Every rank gets bitwise the same sum; on one node
  *   each element is x_0 + x_1 + ... + x_{N-1} left to right, whatever the bucketing.
- * - JT_REDUCE_MPI: one MPI_Iallreduce per bucket on MPI_COMM_WORLD.
+ * - JT_REDUCE_MPI: one MPI_Iallreduce per bucket on MPI_COMM_WORLD; with a single bucket, one
+ *   blocking MPI_Allreduce in wait (Open MPI 4.1's is much faster than its MPI_Iallreduce).
  * - JT_REDUCE_AUTO: SHM when some node holds two or more ranks, else MPI.
  * With one rank in all, nothing is summed. Progress is driven by the caller's thread (MPI is
  * initialised FUNNELED): start and progress never block, wait spins (yielding the CPU) until
@@ -75,6 +76,9 @@ void jt_comm_poll(void);
 typedef enum { JT_REDUCE_AUTO = 0, JT_REDUCE_SHM, JT_REDUCE_MPI, JT_REDUCE_NONE } jt_reduce_mode;
 typedef struct jt_comm_reducer jt_comm_reducer;
 
+/* The mode a reducer asked for `mode` would use: rank 0's request, AUTO resolved, NONE on one
+ * rank. Collective. */
+jt_reduce_mode jt_comm_reduce_mode(jt_reduce_mode mode);
 /* A reducer for buf[0, n) (which must stay allocated until jt_comm_reducer_free) with n_buckets
  * buckets [begin[i], end[i]), disjoint, each at most INT_MAX floats. Collective. */
 jt_comm_reducer *jt_comm_reducer_new(float *buf, size_t n, const size_t *begin, const size_t *end,

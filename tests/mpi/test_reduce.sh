@@ -4,9 +4,10 @@
 # ranks, also through the multi-node path (JTRAIN_TEST_NODE_SIZE makes "nodes" on one machine);
 # the MPI mode is right up to rounding; floats outside the buckets are untouched; every rank
 # holds bitwise the same sum. Then whole runs: on 2 ranks the sum is x0 + x1 whatever the mode
-# and the bucketing, so shm with one bucket, shm with many small buckets overlapping backward
-# and plain MPI end with bitwise-identical parameters; so do 3 ranks on one node and on two
-# "nodes" ((x0 + x1) + x2 both ways). A bad switch value is a usage error.
+# and the bucketing, so shm with one bucket, shm with many small buckets overlapping backward,
+# MPI_Iallreduce buckets and one blocking MPI_Allreduce end with bitwise-identical parameters;
+# so do 3 ranks on one node and on two "nodes" ((x0 + x1) + x2 both ways). A bad switch value
+# is a usage error.
 source "$(dirname "$0")/../testlib.sh"
 bin="$(dirname "$JTRAIN")/reduce_check"
 [ -x "$bin" ] || fail "missing $bin"
@@ -44,10 +45,13 @@ run shm_many 2 JTRAIN_ALLREDUCE=shm JTRAIN_BUCKET_KB=1
 grep -q "gradient sum: shm, 1 node of 2 ranks, 3 buckets, overlapping backward" shm_many.log \
   || fail "shm_many: $(grep gradient shm_many.log)"
 run mpi 2 JTRAIN_ALLREDUCE=mpi JTRAIN_BUCKET_KB=1
-grep -q "gradient sum: mpi" mpi.log || fail "mpi: $(grep gradient mpi.log)"
+grep -q "gradient sum: mpi, MPI_Iallreduce per bucket, 3 buckets" mpi.log || fail "mpi: $(grep gradient mpi.log)"
+run mpi1 2 JTRAIN_ALLREDUCE=mpi   # no JTRAIN_BUCKET_KB: one bucket by default in this mode
+grep -q "gradient sum: mpi, blocking MPI_Allreduce, 1 bucket" mpi1.log || fail "mpi1: $(grep gradient mpi1.log)"
 params_equal shm1/ckpt-00000012.h5 shm_many/ckpt-00000012.h5 0 --adam || fail "buckets change the sum"
 params_equal shm1/ckpt-00000012.h5 mpi/ckpt-00000012.h5 0 --adam || fail "shm and mpi differ on 2 ranks"
-pass "2 ranks: shm one bucket = shm overlapped buckets = mpi, bitwise"
+params_equal shm1/ckpt-00000012.h5 mpi1/ckpt-00000012.h5 0 --adam || fail "shm and blocking mpi differ"
+pass "2 ranks: shm one bucket = shm overlapped buckets = mpi buckets = blocking mpi, bitwise"
 run np3 3 JTRAIN_BUCKET_KB=1
 run np3_nodes 3 JTRAIN_BUCKET_KB=1 JTRAIN_TEST_NODE_SIZE=2
 grep -q "shm on 2 nodes" np3_nodes.log || fail "np3_nodes: $(grep gradient np3_nodes.log)"
