@@ -42,6 +42,7 @@
 
 #include "conv2d.h"
 #include "kinds.h"
+#include "prims.h"
 #include "simd.h"
 
 #define LANES 16
@@ -219,21 +220,6 @@ JT_HOT static void epi_bias_relu(const float *restrict t, size_t rs, size_t OH, 
         }
 }
 
-/* v when c is 1, +0.0f when c is 0: a select that compilers keep branch-free (the scalar
- * loops over short pooled rows mispredict a branch on random data about every other time). */
-static inline float keep_if(float v, uint32_t c) {
-    uint32_t bits;
-    memcpy(&bits, &v, sizeof bits);
-    bits &= 0u - c;
-    memcpy(&v, &bits, sizeof v);
-    return v;
-}
-
-/* k when c is 1, else j, branch-free */
-static inline uint32_t pick_u32(uint32_t c, uint32_t k, uint32_t j) {
-    return j ^ ((j ^ k) & (0u - c));
-}
-
 // y: (PH, PW) = max over each 2x2 window (stride 2) of relu(t + b); arg: the first maximum's
 // offset a * 2 + b in the window (the scan and ties of maxpool2d, without branches)
 JT_HOT static void epi_bias_relu_pool2(const float *restrict t, size_t rs, size_t PH, size_t PW,
@@ -251,9 +237,9 @@ JT_HOT static void epi_bias_relu_pool2(const float *restrict t, size_t rs, size_
             v3 = v3 > 0.0f ? v3 : 0.0f;
             float m = v0;
             uint32_t k = 0, c;
-            c = v1 > m, m = v1 > m ? v1 : m, k = pick_u32(c, 1, k);
-            c = v2 > m, m = v2 > m ? v2 : m, k = pick_u32(c, 2, k);
-            c = v3 > m, m = v3 > m ? v3 : m, k = pick_u32(c, 3, k);
+            c = v1 > m, m = v1 > m ? v1 : m, k = jt_pick_u32(c, 1, k);
+            c = v2 > m, m = v2 > m ? v2 : m, k = jt_pick_u32(c, 2, k);
+            c = v3 > m, m = v3 > m ? v3 : m, k = jt_pick_u32(c, 3, k);
             yr[pw] = m;
             ar[pw] = (unsigned char)k;
         }
@@ -281,9 +267,9 @@ JT_HOT static void epi_bias_relu_pool2_flat(const float *restrict t, size_t rs, 
         v3 = v3 > 0.0f ? v3 : 0.0f;
         float m = v0;
         uint32_t k = 0, c;
-        c = v1 > m, m = v1 > m ? v1 : m, k = pick_u32(c, 1, k);
-        c = v2 > m, m = v2 > m ? v2 : m, k = pick_u32(c, 2, k);
-        c = v3 > m, m = v3 > m ? v3 : m, k = pick_u32(c, 3, k);
+        c = v1 > m, m = v1 > m ? v1 : m, k = jt_pick_u32(c, 1, k);
+        c = v2 > m, m = v2 > m ? v2 : m, k = jt_pick_u32(c, 2, k);
+        c = v3 > m, m = v3 > m ? v3 : m, k = jt_pick_u32(c, 3, k);
         pv[u] = m;
         pk[u] = (unsigned char)k;
     }
@@ -371,12 +357,12 @@ JT_HOT static void dt_relu_pool2(const float *restrict dp, const float *restrict
         const float *dr = dp + ph * PW, *yr = yp + ph * PW;
         const unsigned char *ar = arg + ph * PW;
         for (size_t pw = 0; pw < PW; pw++) {
-            float d = keep_if(dr[pw], yr[pw] > 0.0f);
+            float d = jt_keep_if(dr[pw], yr[pw] > 0.0f);
             uint32_t k = ar[pw];
-            r0[2 * pw] = keep_if(d, k == 0);
-            r0[2 * pw + 1] = keep_if(d, k == 1);
-            r1[2 * pw] = keep_if(d, k == 2);
-            r1[2 * pw + 1] = keep_if(d, k == 3);
+            r0[2 * pw] = jt_keep_if(d, k == 0);
+            r0[2 * pw + 1] = jt_keep_if(d, k == 1);
+            r1[2 * pw] = jt_keep_if(d, k == 2);
+            r1[2 * pw + 1] = jt_keep_if(d, k == 3);
         }
         for (size_t w = 2 * PW; w < rs; w++) r0[w] = r1[w] = 0.0f;
     }
@@ -397,7 +383,7 @@ JT_HOT static void dt_relu_pool2_flat(const float *restrict dp, const float *res
     float *gm = G + PH * rs;                 /* flat scratch after G and K */
     unsigned char *km = K + PH * rs;
     for (size_t v = 0; v < m; v++) {
-        gm[v] = keep_if(dp[v], yp[v] > 0.0f);
+        gm[v] = jt_keep_if(dp[v], yp[v] > 0.0f);
         km[v] = (unsigned char)(arg[v] - 2);
     }
     for (size_t ph = 0; ph < PH; ph++) {
@@ -410,8 +396,8 @@ JT_HOT static void dt_relu_pool2_flat(const float *restrict dp, const float *res
         for (size_t pw = PW; pw < h; pw++) g[pw] = g[h + pw] = 0.0f, k[pw] = k[h + pw] = 0;
     }
     for (size_t u = 0; u < PH * rs; u++) {
-        dt[2 * u] = keep_if(G[u], K[u] == 0);
-        dt[2 * u + 1] = keep_if(G[u], K[u] == 1);
+        dt[2 * u] = jt_keep_if(G[u], K[u] == 0);
+        dt[2 * u + 1] = jt_keep_if(G[u], K[u] == 1);
     }
     for (size_t w = 2 * PH * rs; w < OH * rs; w++) dt[w] = 0.0f;
 }

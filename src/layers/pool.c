@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "kinds.h"
+#include "prims.h"
 #include "simd.h"
 
 typedef struct {
@@ -53,23 +54,6 @@ static jt_status pool_setup(jt_layer *l, jt_params *p, char *err, size_t errlen)
     return JT_OK;
 }
 
-/* Branch-free selects for the plane loops (rows of pooled maps are short, so most iterations
- * run in scalar code, where a branch on random data mispredicts about every other time). */
-
-/* v when c is 1, +0.0f when c is 0 */
-static inline float keep_if(float v, uint32_t c) {
-    uint32_t bits;
-    memcpy(&bits, &v, sizeof bits);
-    bits &= 0u - c;
-    memcpy(&v, &bits, sizeof v);
-    return v;
-}
-
-/* k when c is 1, else j */
-static inline uint32_t pick_u32(uint32_t c, uint32_t k, uint32_t j) {
-    return j ^ ((j ^ k) & (0u - c));
-}
-
 // one 2x2 window, stride 2 plane: x: (H, W) -> y, arg: (OH, OW); arg = base + the flat index of
 // the window's first maximum (base: the plane's offset in its sample)
 JT_HOT static void pool2_plane(const float *restrict x, size_t W, size_t OH, size_t OW,
@@ -81,9 +65,9 @@ JT_HOT static void pool2_plane(const float *restrict x, size_t W, size_t OH, siz
             float v0 = r0[2 * ow], v1 = r0[2 * ow + 1], v2 = r1[2 * ow], v3 = r1[2 * ow + 1];
             float m = v0;
             uint32_t k = 0, c;
-            c = v1 > m, m = v1 > m ? v1 : m, k = pick_u32(c, 1, k);
-            c = v2 > m, m = v2 > m ? v2 : m, k = pick_u32(c, (uint32_t)W, k);
-            c = v3 > m, m = v3 > m ? v3 : m, k = pick_u32(c, (uint32_t)W + 1, k);
+            c = v1 > m, m = v1 > m ? v1 : m, k = jt_pick_u32(c, 1, k);
+            c = v2 > m, m = v2 > m ? v2 : m, k = jt_pick_u32(c, (uint32_t)W, k);
+            c = v3 > m, m = v3 > m ? v3 : m, k = jt_pick_u32(c, (uint32_t)W + 1, k);
             y[oh * OW + ow] = m;
             arg[oh * OW + ow] = rbase + (int32_t)(2 * ow + k);
         }
@@ -132,10 +116,10 @@ JT_HOT static void pool2_plane_backward(const float *restrict dy, const int32_t 
         for (size_t ow = 0; ow < OW; ow++) {
             int32_t k = arg[oh * OW + ow] - rbase - (int32_t)(2 * ow);
             float d = dy[oh * OW + ow];
-            r0[2 * ow] = keep_if(d, k == 0);
-            r0[2 * ow + 1] = keep_if(d, k == 1);
-            r1[2 * ow] = keep_if(d, k == (int32_t)W);
-            r1[2 * ow + 1] = keep_if(d, k == (int32_t)W + 1);
+            r0[2 * ow] = jt_keep_if(d, k == 0);
+            r0[2 * ow + 1] = jt_keep_if(d, k == 1);
+            r1[2 * ow] = jt_keep_if(d, k == (int32_t)W);
+            r1[2 * ow + 1] = jt_keep_if(d, k == (int32_t)W + 1);
         }
         for (size_t w = 2 * OW; w < W; w++) r0[w] = r1[w] = 0.0f;
     }

@@ -15,6 +15,8 @@
 #define JTRAIN_LAYERS_PRIMS_H
 
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 
 #include "jtrain/layer.h"
 
@@ -106,5 +108,22 @@ void jt_addattn_forward(const jt_addattn *s, const float *K, const float *q, siz
  *   dq (n, A) contiguous = sum over t of G_i (overwritten; dq NULL: skipped). */
 void jt_addattn_backward(const jt_addattn *s, const float *dc, size_t lddc, float *dX, int dX_add,
                          float *dv, float *dK, int dK_add, float *dq);
+
+/* Branch-free selects for the short pooled-row loops of conv2d.c and pool.c: scalar code over
+ * random data would mispredict a branch about every other time. */
+
+/* v when c is 1, +0.0f when c is 0 */
+static inline float jt_keep_if(float v, uint32_t c) {
+    uint32_t bits;
+    memcpy(&bits, &v, sizeof bits);
+    bits &= 0u - c;
+    memcpy(&v, &bits, sizeof v);
+    return v;
+}
+
+/* k when c is 1, else j */
+static inline uint32_t jt_pick_u32(uint32_t c, uint32_t k, uint32_t j) {
+    return j ^ ((j ^ k) & (0u - c));
+}
 
 #endif
