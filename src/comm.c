@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #if defined(__SSE__)
 #include <immintrin.h>
 #endif
@@ -193,9 +194,6 @@ void jt_comm_xfer_free(jt_comm_xfer *x) {
  * then copied out (DONE). MPI: PUBLISHED while its MPI_Iallreduce is in flight. */
 enum { B_IDLE, B_PUBLISHED, B_REDUCED, B_LEADER_SUM, B_AWAIT_LEADER, B_DONE };
 
-/* How long jt_comm_reducer_wait spins before it yields the CPU between polls. */
-#define JT_SPIN_SECONDS 1e-3
-
 typedef _Atomic uint64_t jt_counter;
 /* Counters shared between processes must be lock-free (a lock would live in one process). */
 _Static_assert(ATOMIC_LONG_LOCK_FREE == 2 && sizeof(unsigned long) == sizeof(uint64_t),
@@ -216,6 +214,7 @@ struct jt_comm_reducer {
     MPI_Comm node, leaders; /* leaders: MPI_COMM_NULL unless node leader of a multi-node job */
     MPI_Win win;
     int node_rank, node_size, n_nodes;
+    int oversubscribed;   /* more ranks on the node than online CPUs */
     float **seg;          /* per node rank: its copy of buf (same offsets) */
     const float **terms;  /* scratch for sum_share: the node_size terms */
     float *res;           /* the node's sum (in node rank 0's part of the window) */
@@ -384,6 +383,8 @@ static int mpi_advance(jt_comm_reducer *r) {
 static void setup_shm(jt_comm_reducer *r) {
     MPI_Comm_rank(r->node, &r->node_rank);
     MPI_Comm_size(r->node, &r->node_size);
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    r->oversubscribed = cpus > 0 && r->node_size > cpus;
     int is_leader = r->node_rank == 0, world_rank = jt_comm_rank();
     MPI_Allreduce(&is_leader, &r->n_nodes, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     MPI_Comm_split(MPI_COMM_WORLD, is_leader ? 0 : MPI_UNDEFINED, world_rank, &r->leaders);
@@ -533,13 +534,13 @@ void jt_comm_reducer_progress(jt_comm_reducer *r) {
 void jt_comm_reducer_wait(jt_comm_reducer *r) {
     JT_CHECK(r->next == r->nb, "wait after %zu of %zu buckets", r->next, r->nb);
     if (r->mode == JT_REDUCE_SHM) {
-        /* Spin like MPI does, but once the other ranks are late by more than JT_SPIN_SECONDS
-         * (they may be descheduled: more ranks than cores), give the CPU away between polls.
-         * Yielding at once costs a whole time slice on a busy machine. */
-        double t0 = jt_now();
+        /* Spin, as Open MPI does. With more ranks on the node than CPUs, the rank waited for
+         * may need this CPU: give it away between polls (Open MPI's yield_when_idle). Not
+         * otherwise: on a busy machine a yield hands the CPU to another job for a whole time
+         * slice, and the other ranks then wait for this one (measured: +1-3 ms per step). */
         for (unsigned spins = 1; !shm_advance(r); spins++) {
             jt_comm_poll();
-            if (spins % 64 == 0 && jt_now() - t0 > JT_SPIN_SECONDS) sched_yield();
+            if (r->oversubscribed && spins % 16 == 0) sched_yield();
         }
     } else if (r->mode == JT_REDUCE_MPI && r->nb == 1) {
         MPI_Allreduce(MPI_IN_PLACE, r->buf + r->lo[0], (int)(r->hi[0] - r->lo[0]), MPI_FLOAT,
