@@ -69,8 +69,9 @@ void jt_comm_poll(void);
  *   blocking MPI_Allreduce in wait (Open MPI 4.1's is much faster than its MPI_Iallreduce).
  * - JT_REDUCE_AUTO: SHM when some node holds two or more ranks, else MPI.
  * With one rank in all, nothing is summed. Progress is driven by the caller's thread (MPI is
- * initialised FUNNELED): start and progress never block, wait spins (yielding the CPU) until
- * every bucket is done, polling started exchanges meanwhile.
+ * initialised FUNNELED): start and progress never block, wait spins until every bucket is done
+ * (yielding the CPU between polls only when the node has more ranks than CPUs), polling started
+ * exchanges meanwhile.
  * Test hook: JTRAIN_TEST_NODE_SIZE=K makes "nodes" of K consecutive ranks instead of asking MPI
  * which ranks share memory, so the multi-node path runs on one machine. */
 typedef enum { JT_REDUCE_AUTO = 0, JT_REDUCE_SHM, JT_REDUCE_MPI, JT_REDUCE_NONE } jt_reduce_mode;
