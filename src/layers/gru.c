@@ -28,7 +28,6 @@
  *                b_hh), and (da_r, da_z, da_n) = dL/d(W_ih x + b_ih)
  *   HG   n*3U    one step's W_hh h_{t-1} + b_hh
  *   DH   2*n*U   dL/dh_{t-1} of the current step and of the next one */
-#include <limits.h>
 #include <string.h>
 
 #include "gru_cell.h"
@@ -58,29 +57,9 @@ static gru_ws gru_layout(const jt_layer *l) {
 }
 
 static jt_status gru_setup(jt_layer *l, jt_params *p, char *err, size_t errlen) {
-    if (l->opt.units <= 0) return jt_layer_err(l, err, errlen, "setting 'units' is required");
-    if (l->in.ndim != 2) {
-        char s[64];
-        jt_shape_format(&l->in, s, sizeof s);
-        return jt_layer_err(l, err, errlen, "gru needs a (T, F) input, got %s", s);
-    }
-    size_t T = l->in.d[0], F = l->in.d[1], U = (size_t)l->opt.units, n = l->max_n;
-    if (T == 0 || F == 0) return jt_layer_err(l, err, errlen, "empty input");
-    if (F > INT_MAX / 4 || U > INT_MAX / 4 || T > INT_MAX / n / 4 / U || n * T > INT_MAX / F)
-        return jt_layer_err(l, err, errlen, "input too large for one sgemm");
-    if (l->opt.return_sequences) {
-        l->out.ndim = 2;
-        l->out.d[0] = T;
-        l->out.d[1] = U;
-    } else {
-        l->out.ndim = 1;
-        l->out.d[0] = U;
-    }
-    size_t s_ih[2] = {3 * U, F}, s_hh[2] = {3 * U, U}, s_b = 3 * U;
-    jt_layer_add_param(l, p, "W_ih", 2, s_ih);
-    jt_layer_add_param(l, p, "W_hh", 2, s_hh);
-    jt_layer_add_param(l, p, "b_ih", 1, &s_b);
-    jt_layer_add_param(l, p, "b_hh", 1, &s_b);
+    jt_status st = jt_rnn_setup(l, p, 3, err, errlen);
+    if (st != JT_OK) return st;
+    size_t T = l->in.d[0], U = (size_t)l->opt.units, n = l->max_n;
     l->ws_floats = n * T * (3 + 1 + 1 + 4) * U + n * 3 * U + 2 * n * U;
     return JT_OK;
 }
@@ -93,12 +72,6 @@ static void gru_init(jt_layer *l, jt_rng *rng) {
     }
     memset(l->W[2], 0, 3 * U * sizeof(float));
     memset(l->W[3], 0, 3 * U * sizeof(float));
-}
-
-// d: (n, U) += s: (n, U) ld lds (dy's step-t rows into the running dL/dh_t)
-JT_HOT static void add_rows(float *d, const float *s, size_t lds, size_t n, size_t U) {
-    for (size_t i = 0; i < n; i++)
-        for (size_t u = 0; u < U; u++) d[i * U + u] += s[i * lds + u];
 }
 
 // x: (n, T, F) -> y: (n, U) or (n, T, U)
@@ -148,7 +121,7 @@ static void gru_backward(jt_layer *l, const float *x, const float *y, const floa
             ldd = rs ? T * U : U;
         } else {
             float *dh = w.DH + (t % 2) * n * U;
-            if (rs) add_rows(dh, dy + t * U, T * U, n, U);
+            if (rs) jt_rows_add(dh, dy + t * U, T * U, n, U); /* dy_t into dL/dh_t */
             d = dh;
             ldd = U;
         }

@@ -13,6 +13,7 @@
 
 #include "jtrain/common.h"
 #include "jtrain/mathx.h"
+#include "kinds.h"
 #include "simd.h"
 
 /* ---- matrix products ---- */
@@ -76,7 +77,12 @@ void jt_rows_fill(float *y, size_t ldy, const float *b, size_t rows, size_t cols
 }
 
 // db: (cols) += column sums of d: (rows, cols) ld ldd; vectorised across columns
-JT_HOT void jt_colsum_add(float *db, const float *d, size_t ldd, size_t rows, size_t cols) {
+JT_HOT JT_HOT void jt_rows_add(float *d, const float *s, size_t lds, size_t rows, size_t cols) {
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++) d[r * cols + c] += s[r * lds + c];
+}
+
+void jt_colsum_add(float *db, const float *d, size_t ldd, size_t rows, size_t cols) {
     for (size_t r = 0; r < rows; r++) {
         const float *dr = d + r * ldd;
         for (size_t c = 0; c < cols; c++) db[c] += dr[c];
@@ -228,4 +234,31 @@ void jt_addattn_backward(const jt_addattn *s, const float *dc, size_t lddc, floa
     jt_softmax_rows_backward(s->alpha, s->ld_alpha, s->e, T, n, T, 1.0f);
     jt_gemv_t(n * T, A, 1.0f, s->P, A, s->e, 1.0f, dv);
     addattn_dkey(n, T, A, s->e, s->v, s->P, dK, dK_add, dq);
+}
+
+jt_status jt_rnn_setup(jt_layer *l, jt_params *p, size_t gates, char *err, size_t errlen) {
+    if (l->opt.units <= 0) return jt_layer_err(l, err, errlen, "setting 'units' is required");
+    if (l->in.ndim != 2) {
+        char s[64];
+        jt_shape_format(&l->in, s, sizeof s);
+        return jt_layer_err(l, err, errlen, "%s needs a (T, F) input, got %s", l->ops->kind, s);
+    }
+    size_t T = l->in.d[0], F = l->in.d[1], U = (size_t)l->opt.units, n = l->max_n;
+    if (T == 0 || F == 0) return jt_layer_err(l, err, errlen, "empty input");
+    if (F > INT_MAX / 4 || U > INT_MAX / 4 || T > INT_MAX / n / 4 / U || n * T > INT_MAX / F)
+        return jt_layer_err(l, err, errlen, "input too large for one sgemm");
+    if (l->opt.return_sequences) {
+        l->out.ndim = 2;
+        l->out.d[0] = T;
+        l->out.d[1] = U;
+    } else {
+        l->out.ndim = 1;
+        l->out.d[0] = U;
+    }
+    size_t s_ih[2] = {gates * U, F}, s_hh[2] = {gates * U, U}, s_b = gates * U;
+    jt_layer_add_param(l, p, "W_ih", 2, s_ih);
+    jt_layer_add_param(l, p, "W_hh", 2, s_hh);
+    jt_layer_add_param(l, p, "b_ih", 1, &s_b);
+    jt_layer_add_param(l, p, "b_hh", 1, &s_b);
+    return JT_OK;
 }

@@ -51,6 +51,8 @@ void jt_ger(size_t m, size_t n, float alpha, const float *x, const float *y, flo
 
 /* Every row of y (rows, cols) ld ldy = b (cols): the bias, before a product with beta = 1. */
 void jt_rows_fill(float *y, size_t ldy, const float *b, size_t rows, size_t cols);
+/* d (rows, cols) contiguous += s (rows, cols) ld lds, element by element. */
+void jt_rows_add(float *d, const float *s, size_t lds, size_t rows, size_t cols);
 /* db (cols) += sum over r of d (rows, cols) ld ldd, rows added in order r = 0, 1, ...:
  * a bias gradient. */
 void jt_colsum_add(float *db, const float *d, size_t ldd, size_t rows, size_t cols);
@@ -108,6 +110,14 @@ void jt_addattn_forward(const jt_addattn *s, const float *K, const float *q, siz
  *   dq (n, A) contiguous = sum over t of G_i (overwritten; dq NULL: skipped). */
 void jt_addattn_backward(const jt_addattn *s, const float *dc, size_t lddc, float *dX, int dX_add,
                          float *dv, float *dK, int dK_add, float *dq);
+
+/* ---- recurrent layers ---- */
+
+/* The setup gru and lstm share (torch.nn.GRU / LSTM layouts): checks the (T, F) input and the
+ * sizes for one sgemm over max_n * T rows, sets l->out to (units) or, with return_sequences,
+ * (T, units), and registers W_ih (gates*U, F), W_hh (gates*U, U), b_ih and b_hh (gates*U).
+ * The caller sets l->ws_floats. JT_EUSAGE with a message on a bad setting or shape. */
+jt_status jt_rnn_setup(jt_layer *l, jt_params *p, size_t gates, char *err, size_t errlen);
 
 /* Branch-free selects for the short pooled-row loops of conv2d.c and pool.c: scalar code over
  * random data would mispredict a branch about every other time. */
