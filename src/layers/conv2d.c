@@ -220,6 +220,22 @@ JT_HOT static void epi_bias_relu(const float *restrict t, size_t rs, size_t OH, 
         }
 }
 
+/* max of relu(v0..v3), a 2x2 window in row-major order; *k = the first maximum's position
+ * (ties to the first, as maxpool2d), without branches */
+static inline float relu_max4(float v0, float v1, float v2, float v3, unsigned char *k) {
+    v0 = v0 > 0.0f ? v0 : 0.0f;
+    v1 = v1 > 0.0f ? v1 : 0.0f;
+    v2 = v2 > 0.0f ? v2 : 0.0f;
+    v3 = v3 > 0.0f ? v3 : 0.0f;
+    float m = v0;
+    uint32_t j = 0, c;
+    c = v1 > m, m = v1 > m ? v1 : m, j = jt_pick_u32(c, 1, j);
+    c = v2 > m, m = v2 > m ? v2 : m, j = jt_pick_u32(c, 2, j);
+    c = v3 > m, m = v3 > m ? v3 : m, j = jt_pick_u32(c, 3, j);
+    *k = (unsigned char)j;
+    return m;
+}
+
 // y: (PH, PW) = max over each 2x2 window (stride 2) of relu(t + b); arg: the first maximum's
 // offset a * 2 + b in the window (the scan and ties of maxpool2d, without branches)
 JT_HOT static void epi_bias_relu_pool2(const float *restrict t, size_t rs, size_t PH, size_t PW,
@@ -228,21 +244,9 @@ JT_HOT static void epi_bias_relu_pool2(const float *restrict t, size_t rs, size_
         const float *r0 = t + 2 * ph * rs, *r1 = r0 + rs;
         float *yr = y + ph * PW;
         unsigned char *ar = arg + ph * PW;
-        for (size_t pw = 0; pw < PW; pw++) {
-            float v0 = r0[2 * pw] + b, v1 = r0[2 * pw + 1] + b;
-            float v2 = r1[2 * pw] + b, v3 = r1[2 * pw + 1] + b;
-            v0 = v0 > 0.0f ? v0 : 0.0f;
-            v1 = v1 > 0.0f ? v1 : 0.0f;
-            v2 = v2 > 0.0f ? v2 : 0.0f;
-            v3 = v3 > 0.0f ? v3 : 0.0f;
-            float m = v0;
-            uint32_t k = 0, c;
-            c = v1 > m, m = v1 > m ? v1 : m, k = jt_pick_u32(c, 1, k);
-            c = v2 > m, m = v2 > m ? v2 : m, k = jt_pick_u32(c, 2, k);
-            c = v3 > m, m = v3 > m ? v3 : m, k = jt_pick_u32(c, 3, k);
-            yr[pw] = m;
-            ar[pw] = (unsigned char)k;
-        }
+        for (size_t pw = 0; pw < PW; pw++)
+            yr[pw] = relu_max4(r0[2 * pw] + b, r0[2 * pw + 1] + b, r1[2 * pw] + b,
+                               r1[2 * pw + 1] + b, &ar[pw]);
     }
 }
 
@@ -258,21 +262,9 @@ JT_HOT static void epi_bias_relu_pool2_flat(const float *restrict t, size_t rs, 
                                             unsigned char *restrict arg, float *restrict pv,
                                             unsigned char *restrict pk) {
     size_t nu = (PH - 1) * rs + PW;
-    for (size_t u = 0; u < nu; u++) {
-        float v0 = t[2 * u] + b, v1 = t[2 * u + 1] + b;
-        float v2 = t[2 * u + rs] + b, v3 = t[2 * u + rs + 1] + b;
-        v0 = v0 > 0.0f ? v0 : 0.0f;
-        v1 = v1 > 0.0f ? v1 : 0.0f;
-        v2 = v2 > 0.0f ? v2 : 0.0f;
-        v3 = v3 > 0.0f ? v3 : 0.0f;
-        float m = v0;
-        uint32_t k = 0, c;
-        c = v1 > m, m = v1 > m ? v1 : m, k = jt_pick_u32(c, 1, k);
-        c = v2 > m, m = v2 > m ? v2 : m, k = jt_pick_u32(c, 2, k);
-        c = v3 > m, m = v3 > m ? v3 : m, k = jt_pick_u32(c, 3, k);
-        pv[u] = m;
-        pk[u] = (unsigned char)k;
-    }
+    for (size_t u = 0; u < nu; u++)
+        pv[u] = relu_max4(t[2 * u] + b, t[2 * u + 1] + b, t[2 * u + rs] + b,
+                          t[2 * u + rs + 1] + b, &pk[u]);
     for (size_t ph = 0; ph < PH; ph++) {
         memcpy(y + ph * PW, pv + ph * rs, PW * sizeof(float));
         memcpy(arg + ph * PW, pk + ph * rs, PW);
