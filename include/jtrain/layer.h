@@ -47,6 +47,9 @@ typedef struct {
     /* set by the model, not by the config: */
     long vocab;            /* attn_decoder: output vocabulary size V (the target's `vocab`) */
     long length;           /* attn_decoder: output sequence length L (the target's [N, L]) */
+    int fused_relu;        /* conv2d: applies the relu that follows it (src/layers/conv2d.h) */
+    long fused_pool;       /* conv2d with fused_relu: the max-pool window (= stride) it also
+                            * applies, or 0 */
 } jt_layer_opts;
 
 /* One "key: value" of a layer's settings in the config, with its line for messages. */

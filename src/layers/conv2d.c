@@ -64,22 +64,6 @@ typedef struct {
     size_t o_xp, o_dxp, o_t, o_acc, o_col, o_dcol, o_arg, o_ps, total; /* ws offsets, floats */
 } conv_plan;
 
-static void conv_forward(jt_layer *l, const float *x, float *y, size_t n, const jt_ctx *ctx);
-static void conv_backward(jt_layer *l, const float *x, const float *y, const float *dy, float *dx,
-                          size_t n, const jt_ctx *ctx);
-static jt_status conv_setup(jt_layer *l, jt_params *p, char *err, size_t errlen);
-static void conv_init(jt_layer *l, jt_rng *rng);
-
-/* The ops of a conv2d that absorbed the relu after it (and the max-pool in opt.size, if any). */
-static const jt_layer_ops conv2d_relu_ops = {
-    .kind = "conv2d",
-    .keys = {"filters", "kernel", "stride", "padding", NULL},
-    .setup = conv_setup,
-    .init = conv_init,
-    .forward = conv_forward,
-    .backward = conv_backward,
-};
-
 static conv_geom conv_geometry(const jt_layer *l) {
     conv_geom g;
     int two = l->in.ndim == 2;
@@ -109,8 +93,8 @@ static conv_plan conv_plan_of(const jt_layer *l) {
     pl.g = conv_geometry(l);
     const conv_geom *g = &pl.g;
     size_t n = l->max_n ? l->max_n : 1, ckk = g->C * g->K * g->K, ohw = g->OH * g->OW, off = 0;
-    pl.relu = l->ops == &conv2d_relu_ops;
-    pl.P = pl.relu ? (size_t)l->opt.size : 0;
+    pl.relu = l->opt.fused_relu;
+    pl.P = pl.relu ? (size_t)l->opt.fused_pool : 0;
     if (pl.P) {
         pl.PH = (g->OH - pl.P) / pl.P + 1;
         pl.PW = (g->OW - pl.P) / pl.P + 1;
@@ -713,8 +697,8 @@ size_t jt_layer_fuse(jt_layer *l, size_t n) {
         size_t stride = l[2].opt.stride > 0 ? (size_t)l[2].opt.stride : size;
         if (stride == size && size * size <= 255) P = size, k = 2;
     }
-    l[0].ops = &conv2d_relu_ops;
-    l[0].opt.size = (long)P; /* conv2d takes no 'size' setting: the fusion records the window */
+    l[0].opt.fused_relu = 1;
+    l[0].opt.fused_pool = (long)P;
     l[0].ws_floats = conv_plan_of(&l[0]).total;
     l[1].ops = &absorbed_relu;
     l[1].ws_floats = 0;
@@ -729,8 +713,7 @@ size_t jt_layer_fuse(jt_layer *l, size_t n) {
 }
 
 jt_conv2d_lowering jt_conv2d_lowering_of(const jt_layer *l) {
-    JT_CHECK(l->ops == &jt_layer_conv2d || l->ops == &conv2d_relu_ops, "layer %s is no conv2d",
-             l->name);
+    JT_CHECK(l->ops == &jt_layer_conv2d, "layer %s is no conv2d", l->name);
     conv_plan pl = conv_plan_of(l);
     jt_conv2d_lowering r = {pl.direct, pl.B, pl.keep, pl.relu, pl.P, pl.flat2};
     return r;
