@@ -114,17 +114,8 @@ static void gru_backward(jt_layer *l, const float *x, const float *y, const floa
     /* dL/dh_t of the step: dy itself at the last step, then the running sum of the direct part
      * (z d) and the product (DH[t % 2], written by step t + 1) plus dy's step-t rows */
     for (size_t t = T; t-- > 0;) {
-        const float *d;
         size_t ldd;
-        if (t + 1 == T) {
-            d = rs ? dy + t * U : dy;
-            ldd = rs ? T * U : U;
-        } else {
-            float *dh = w.DH + (t % 2) * n * U;
-            if (rs) jt_rows_add(dh, dy + t * U, T * U, n, U); /* dy_t into dL/dh_t */
-            d = dh;
-            ldd = U;
-        }
+        const float *d = jt_rnn_step_grad(dy, w.DH, t, T, n, U, rs, &ldd);
         float *dhp = t ? w.DH + ((t + 1) % 2) * n * U : NULL; /* dL/dh_{t-1} */
         float *dg = w.DG + t * U4;
         jt_gru_bwd s = {.g = w.G + t * U3, .ldg = T * U3, .hn = w.HN + t * U, .ldhn = T * U,

@@ -177,17 +177,8 @@ static void lstm_backward(jt_layer *l, const float *x, const float *y, const flo
     /* dL/dh_t of the step: dy itself at the last step, then DH[t % 2] (written by step t + 1)
      * plus dy's step-t rows */
     for (size_t t = T; t-- > 0;) {
-        const float *d;
         size_t ldd;
-        if (t + 1 == T) {
-            d = rs ? dy + t * U : dy;
-            ldd = rs ? T * U : U;
-        } else {
-            float *dh = w.DH + (t % 2) * n * U;
-            if (rs) jt_rows_add(dh, dy + t * U, T * U, n, U); /* dy_t into dL/dh_t */
-            d = dh;
-            ldd = U;
-        }
+        const float *d = jt_rnn_step_grad(dy, w.DH, t, T, n, U, rs, &ldd);
         float *dg = w.DG + t * U4;
         cell_backward(n, U, w.G + t * U4, dg, T * U4, t ? w.C + (t - 1) * U : NULL, w.C + t * U,
                       T * U, d, ldd, w.DC, t + 1 < T);

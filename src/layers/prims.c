@@ -262,3 +262,15 @@ jt_status jt_rnn_setup(jt_layer *l, jt_params *p, size_t gates, char *err, size_
     jt_layer_add_param(l, p, "b_hh", 1, &s_b);
     return JT_OK;
 }
+
+const float *jt_rnn_step_grad(const float *dy, float *DH, size_t t, size_t T, size_t n, size_t U,
+                              int return_sequences, size_t *ldd) {
+    if (t + 1 == T) {
+        *ldd = return_sequences ? T * U : U;
+        return return_sequences ? dy + t * U : dy;
+    }
+    float *dh = DH + (t % 2) * n * U;
+    if (return_sequences) jt_rows_add(dh, dy + t * U, T * U, n, U);
+    *ldd = U;
+    return dh;
+}

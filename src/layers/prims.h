@@ -118,6 +118,12 @@ void jt_addattn_backward(const jt_addattn *s, const float *dc, size_t lddc, floa
  * (T, units), and registers W_ih (gates*U, F), W_hh (gates*U, U), b_ih and b_hh (gates*U).
  * The caller sets l->ws_floats. JT_EUSAGE with a message on a bad setting or shape. */
 jt_status jt_rnn_setup(jt_layer *l, jt_params *p, size_t gates, char *err, size_t errlen);
+/* BPTT of a recurrent layer over n rows, U units, T steps: dL/dh_t at step t. At the last
+ * step it is dy's rows (dy: (n, T, U) with return_sequences, else (n, U)); before that it is
+ * DH + (t % 2) n U, which step t + 1 filled with its part, plus (return_sequences) dy's step-t
+ * rows, added here. *ldd receives the rows' leading dimension. */
+const float *jt_rnn_step_grad(const float *dy, float *DH, size_t t, size_t T, size_t n, size_t U,
+                              int return_sequences, size_t *ldd);
 
 /* Branch-free selects for the short pooled-row loops of conv2d.c and pool.c: scalar code over
  * random data would mispredict a branch about every other time. */
