@@ -578,7 +578,6 @@ void jt_comm_reducer_times(const jt_comm_reducer *r, size_t i, double *started, 
     *done = r->t_done[i];
 }
 
-jt_reduce_mode jt_comm_reducer_mode(const jt_comm_reducer *r) { return r->mode; }
 const char *jt_comm_reducer_describe(const jt_comm_reducer *r) { return r->what; }
 
 void jt_comm_reducer_free(jt_comm_reducer *r) {

@@ -94,8 +94,7 @@ void jt_comm_reducer_wait(jt_comm_reducer *r);
 /* When bucket i of the last completed round was started and when its sum was back in buf
  * (jt_now seconds). */
 void jt_comm_reducer_times(const jt_comm_reducer *r, size_t i, double *started, double *done);
-/* The mode in use (never AUTO) and a short description ("shm, 1 node of 2 ranks"). */
-jt_reduce_mode jt_comm_reducer_mode(const jt_comm_reducer *r);
+/* A short description of the sum in use ("shm, 1 node of 2 ranks"). */
 const char *jt_comm_reducer_describe(const jt_comm_reducer *r);
 /* Collective; NULL-safe. */
 void jt_comm_reducer_free(jt_comm_reducer *r);

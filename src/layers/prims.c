@@ -77,7 +77,8 @@ void jt_rows_fill(float *y, size_t ldy, const float *b, size_t rows, size_t cols
 }
 
 // db: (cols) += column sums of d: (rows, cols) ld ldd; vectorised across columns
-JT_HOT JT_HOT void jt_rows_add(float *d, const float *s, size_t lds, size_t rows, size_t cols) {
+JT_HOT // d: (rows, cols) contiguous += s: (rows, cols) ld lds
+JT_HOT static void rows_add(float *d, const float *s, size_t lds, size_t rows, size_t cols) {
     for (size_t r = 0; r < rows; r++)
         for (size_t c = 0; c < cols; c++) d[r * cols + c] += s[r * lds + c];
 }
@@ -270,7 +271,7 @@ const float *jt_rnn_step_grad(const float *dy, float *DH, size_t t, size_t T, si
         return return_sequences ? dy + t * U : dy;
     }
     float *dh = DH + (t % 2) * n * U;
-    if (return_sequences) jt_rows_add(dh, dy + t * U, T * U, n, U);
+    if (return_sequences) rows_add(dh, dy + t * U, T * U, n, U);
     *ldd = U;
     return dh;
 }

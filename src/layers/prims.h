@@ -51,8 +51,6 @@ void jt_ger(size_t m, size_t n, float alpha, const float *x, const float *y, flo
 
 /* Every row of y (rows, cols) ld ldy = b (cols): the bias, before a product with beta = 1. */
 void jt_rows_fill(float *y, size_t ldy, const float *b, size_t rows, size_t cols);
-/* d (rows, cols) contiguous += s (rows, cols) ld lds, element by element. */
-void jt_rows_add(float *d, const float *s, size_t lds, size_t rows, size_t cols);
 /* db (cols) += sum over r of d (rows, cols) ld ldd, rows added in order r = 0, 1, ...:
  * a bias gradient. */
 void jt_colsum_add(float *db, const float *d, size_t ldd, size_t rows, size_t cols);
