@@ -5,6 +5,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,3 +142,9 @@ int jt_mkdir_p(const char *path) {
     }
     return 0;
 }
+
+static _Atomic uint64_t g_progress = 0;
+
+void jt_progress(void) { atomic_fetch_add_explicit(&g_progress, 1, memory_order_relaxed); }
+
+uint64_t jt_progress_count(void) { return atomic_load_explicit(&g_progress, memory_order_relaxed); }

@@ -17,6 +17,7 @@ typedef enum {
     JT_ECKPT = 4,    /* checkpoint error */
     JT_ENUMERIC = 5, /* NaN/Inf in loss or gradients */
     JT_ERANKS = 6,   /* ranks disagree */
+    JT_ESTALL = 7,   /* the watchdog ended a job in which a rank stopped taking part */
     JT_ESIGNAL = 75  /* stopped by a signal after writing a checkpoint */
 } jt_status;
 
@@ -59,5 +60,13 @@ int jt_mkdir_p(const char *path);
 
 /* Monotonic wall clock in seconds. */
 double jt_now(void);
+
+/* Liveness of long local work for the watchdog (watchdog.h): code that may run for a long time
+ * without reaching a collective (writing a checkpoint, evaluating, reading data) calls
+ * jt_progress() every so often (at least every few seconds of work); a rank whose counter stays
+ * still for train.watchdog_s while its peers wait for it counts as stuck. Cheap (one relaxed
+ * atomic add), callable from any thread. */
+void jt_progress(void);
+uint64_t jt_progress_count(void);
 
 #endif
