@@ -574,6 +574,14 @@ static void test_round_trip(void **state) {
     assert_non_null(strstr(y, "lr: 0.1,"));
     free(y);
     jt_config_free(&c);
+    const char *hundred = "model.heads.a.weight=100"; /* whole numbers in full, not 1e+02 */
+    round_trip(MIN, &hundred, 1);
+    parse_ok(&c, MIN, &hundred, 1);
+    y = jt_config_to_yaml(&c);
+    assert_non_null(y);
+    assert_non_null(strstr(y, "weight: 100\n"));
+    free(y);
+    jt_config_free(&c);
 }
 
 static void test_load_errors(void **state) {
