@@ -237,6 +237,7 @@ static void emit_config(jt_emit *e, const jt_config *c) {
     kv_double(e, "clip_norm", c->train.clip_norm);
     kv_long(e, "eval_every", c->train.eval_every);
     kv_long(e, "threads", c->train.threads);
+    kv_double(e, "watchdog_s", c->train.watchdog_s);
     map_end(e);
 
     key(e, "checkpoint");
