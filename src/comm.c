@@ -2,7 +2,8 @@
  *
  * Invariants: every collective is reached by every rank in the same order; counts passed to
  * MPI are element counts and never exceed INT_MAX (long buffers go in chunks); a fatal error
- * anywhere ends in MPI_Abort so no rank waits forever. */
+ * anywhere ends in MPI_Abort so no rank waits forever; only the main thread touches
+ * MPI_COMM_WORLD and its requests, a helper thread only its side channel. */
 #include "jtrain/comm.h"
 
 #include <limits.h>
@@ -19,16 +20,18 @@
 #endif
 
 static int g_initialised = 0;
+static int g_provided = MPI_THREAD_SINGLE;
 
 static void abort_handler(int code) { jt_comm_abort(code); }
 
 void jt_comm_init(int *argc, char ***argv) {
-    int provided = 0;
-    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &g_provided);
     g_initialised = 1;
     jt_log_set_rank(jt_comm_rank(), jt_comm_size());
     jt_set_abort_handler(abort_handler);
 }
+
+int jt_comm_thread_multiple(void) { return g_provided >= MPI_THREAD_MULTIPLE; }
 
 void jt_comm_finalize(void) {
     if (!g_initialised) return;
@@ -597,4 +600,75 @@ void jt_comm_reducer_free(jt_comm_reducer *r) {
     free(r->t_done);
     free(r->req);
     free(r);
+}
+
+/* ---- the side channel (comm.h: jt_comm_side) ---- */
+
+struct jt_comm_side {
+    MPI_Comm comm;
+    int size;
+    size_t max_bytes;
+    MPI_Request *req; /* per destination: the send in flight, or MPI_REQUEST_NULL */
+    char *out;        /* per destination: that send's buffer, max_bytes each */
+};
+
+jt_comm_side *jt_comm_side_new(size_t max_bytes) {
+    JT_CHECK(jt_comm_thread_multiple(), "a side channel needs MPI_THREAD_MULTIPLE");
+    JT_CHECK(max_bytes > 0 && max_bytes <= (size_t)INT_MAX, "side message of %zu bytes",
+             max_bytes);
+    jt_comm_side *s = jt_xcalloc(1, sizeof *s);
+    MPI_Comm_dup(MPI_COMM_WORLD, &s->comm);
+    MPI_Comm_size(s->comm, &s->size);
+    s->max_bytes = max_bytes;
+    s->req = jt_xcalloc((size_t)s->size, sizeof *s->req);
+    for (int i = 0; i < s->size; i++) s->req[i] = MPI_REQUEST_NULL;
+    s->out = jt_xcalloc((size_t)s->size, max_bytes);
+    return s;
+}
+
+int jt_comm_side_send(jt_comm_side *s, int dest, int tag, const void *buf, size_t bytes) {
+    JT_CHECK(dest >= 0 && dest < s->size && tag >= 0 && bytes <= s->max_bytes,
+             "side send of %zu bytes to %d", bytes, dest);
+    int done = 0;
+    MPI_Test(&s->req[dest], &done, MPI_STATUS_IGNORE); /* true for MPI_REQUEST_NULL */
+    if (!done) return 0;
+    char *out = s->out + (size_t)dest * s->max_bytes;
+    memcpy(out, buf, bytes);
+    MPI_Isend(out, (int)bytes, MPI_BYTE, dest, tag, s->comm, &s->req[dest]);
+    return 1;
+}
+
+int jt_comm_side_recv(jt_comm_side *s, int *src, int *tag, void *buf, size_t cap, size_t *bytes) {
+    int flag = 0, count = 0;
+    MPI_Message msg;
+    MPI_Status st;
+    /* matched probe: the message cannot be taken by another receive in between */
+    MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, s->comm, &flag, &msg, &st);
+    if (!flag) return 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    JT_CHECK(count >= 0 && (size_t)count <= cap, "side message of %d bytes, room for %zu", count,
+             cap);
+    MPI_Mrecv(buf, count, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+    *src = st.MPI_SOURCE;
+    *tag = st.MPI_TAG;
+    *bytes = (size_t)count;
+    return 1;
+}
+
+int jt_comm_side_idle(jt_comm_side *s) {
+    int done = 0;
+    MPI_Testall(s->size, s->req, &done, MPI_STATUSES_IGNORE);
+    return done;
+}
+
+void jt_comm_side_free(jt_comm_side *s) {
+    if (!s) return;
+    JT_CHECK(jt_comm_side_idle(s), "side channel freed with a send in flight");
+    int flag = 0;
+    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, s->comm, &flag, MPI_STATUS_IGNORE);
+    JT_CHECK(!flag, "side channel freed with a message not received");
+    MPI_Comm_free(&s->comm);
+    free(s->req);
+    free(s->out);
+    free(s);
 }
