@@ -2,8 +2,9 @@
  *
  * Invariants: every collective is reached by every rank in the same order; counts passed to
  * MPI are element counts and never exceed INT_MAX (long buffers go in chunks); a fatal error
- * anywhere ends in MPI_Abort so no rank waits forever; only the main thread touches
- * MPI_COMM_WORLD and its requests, a helper thread only its side channel. */
+ * anywhere ends in MPI_Abort so no rank waits forever; every blocking wait is bracketed by
+ * jt_watch_enter / jt_watch_leave (the watchdog sees who waits); only the main thread touches
+ * MPI_COMM_WORLD and its requests, the watchdog's thread only its side channel. */
 #include "jtrain/comm.h"
 
 #include <limits.h>
@@ -15,6 +16,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "jtrain/watchdog.h"
 #if defined(__SSE__)
 #include <immintrin.h>
 #endif
@@ -59,12 +62,14 @@ void jt_comm_abort(int code) {
 /* In-place allreduce of n elements in chunks of at most INT_MAX elements. */
 static void sum_chunked(void *buf, size_t n, MPI_Datatype type, size_t elem_bytes) {
     char *p = buf;
+    jt_watch_enter("a sum over ranks");
     while (n > 0) {
         int count = n > (size_t)INT_MAX ? INT_MAX : (int)n;
         MPI_Allreduce(MPI_IN_PLACE, p, count, type, MPI_SUM, MPI_COMM_WORLD);
         p += (size_t)count * elem_bytes;
         n -= (size_t)count;
     }
+    jt_watch_leave();
 }
 
 void jt_comm_sum_f32(float *buf, size_t n) { sum_chunked(buf, n, MPI_FLOAT, sizeof(float)); }
@@ -75,7 +80,9 @@ void jt_comm_sum_u64(uint64_t *buf, size_t n) {
 
 jt_status jt_comm_agree(jt_status st, int *first) {
     int mine[2] = {(int)st, st != JT_OK ? -jt_comm_rank() : INT_MIN}, worst[2] = {0, 0};
+    jt_watch_enter("a status check");
     MPI_Allreduce(mine, worst, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    jt_watch_leave();
     if (first) *first = worst[1] == INT_MIN ? -1 : -worst[1];
     return (jt_status)worst[0];
 }
@@ -89,13 +96,17 @@ jt_status jt_comm_agree_report(jt_status st, const char *err) {
 
 int jt_comm_same_u64(uint64_t v) {
     uint64_t lo = v, hi = v;
+    jt_watch_enter("a comparison across ranks");
     MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+    jt_watch_leave();
     return lo == hi;
 }
 
 double jt_comm_min_f64(double v) {
+    jt_watch_enter("a minimum over ranks");
     MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+    jt_watch_leave();
     return v;
 }
 
@@ -173,7 +184,9 @@ void jt_comm_xfer_start(jt_comm_xfer *x, const void *send, const size_t *scount,
 void jt_comm_xfer_wait(jt_comm_xfer *x) {
     if (!x->active) return;
     double t0 = jt_now();
+    jt_watch_enter("the batch exchange");
     MPI_Waitall(2, x->req, MPI_STATUSES_IGNORE);
+    jt_watch_leave();
     g_xfer_wait += jt_now() - t0;
     x->active = 0;
     unlink_active(x);
@@ -449,7 +462,7 @@ static void split_nodes(MPI_Comm *node) {
         MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, node);
 }
 
-jt_reduce_mode jt_comm_reduce_mode(jt_reduce_mode mode) {
+static jt_reduce_mode reduce_mode(jt_reduce_mode mode) {
     int m = (int)mode;
     MPI_Bcast(&m, 1, MPI_INT, 0, MPI_COMM_WORLD);
     mode = (jt_reduce_mode)m;
@@ -462,6 +475,13 @@ jt_reduce_mode jt_comm_reduce_mode(jt_reduce_mode mode) {
     MPI_Comm_free(&node);
     MPI_Allreduce(&size, &largest, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     return largest >= 2 ? JT_REDUCE_SHM : JT_REDUCE_MPI;
+}
+
+jt_reduce_mode jt_comm_reduce_mode(jt_reduce_mode mode) {
+    jt_watch_enter("the choice of the gradient sum");
+    mode = reduce_mode(mode);
+    jt_watch_leave();
+    return mode;
 }
 
 jt_comm_reducer *jt_comm_reducer_new(float *buf, size_t n, const size_t *begin, const size_t *end,
@@ -486,7 +506,8 @@ jt_comm_reducer *jt_comm_reducer_new(float *buf, size_t n, const size_t *begin, 
     }
     r->node = r->leaders = MPI_COMM_NULL;
     r->win = MPI_WIN_NULL;
-    mode = jt_comm_reduce_mode(mode);
+    jt_watch_enter("the set-up of the gradient sum");
+    mode = reduce_mode(mode);
     if (mode == JT_REDUCE_SHM) split_nodes(&r->node);
     r->mode = mode;
     if (mode == JT_REDUCE_SHM) setup_shm(r);
@@ -494,6 +515,7 @@ jt_comm_reducer *jt_comm_reducer_new(float *buf, size_t n, const size_t *begin, 
         snprintf(r->what, sizeof r->what, "%s", n_buckets > 1 ? "mpi, MPI_Iallreduce per bucket"
                                                               : "mpi, blocking MPI_Allreduce");
     else snprintf(r->what, sizeof r->what, "none (1 rank)");
+    jt_watch_leave();
     return r;
 }
 
@@ -536,6 +558,7 @@ void jt_comm_reducer_progress(jt_comm_reducer *r) {
 
 void jt_comm_reducer_wait(jt_comm_reducer *r) {
     JT_CHECK(r->next == r->nb, "wait after %zu of %zu buckets", r->next, r->nb);
+    jt_watch_enter("the gradient sum");
     if (r->mode == JT_REDUCE_SHM) {
         /* Spin, as Open MPI does. With more ranks on the node than CPUs, the rank waited for
          * may need this CPU: give it away between polls (Open MPI's yield_when_idle). Not
@@ -567,6 +590,7 @@ void jt_comm_reducer_wait(jt_comm_reducer *r) {
         for (size_t b = 0; b < r->nb; b++)
             if (r->state[b] != B_DONE) bucket_done(r, b);
     }
+    jt_watch_leave();
     for (size_t b = 0; b < r->nb; b++) {
         JT_CHECK(r->state[b] == B_DONE, "bucket %zu not done", b);
         r->state[b] = B_IDLE;
@@ -585,9 +609,11 @@ const char *jt_comm_reducer_describe(const jt_comm_reducer *r) { return r->what;
 
 void jt_comm_reducer_free(jt_comm_reducer *r) {
     if (!r) return;
+    jt_watch_enter("the tear-down of the gradient sum");
     if (r->win != MPI_WIN_NULL) MPI_Win_free(&r->win);
     if (r->leaders != MPI_COMM_NULL) MPI_Comm_free(&r->leaders);
     if (r->node != MPI_COMM_NULL) MPI_Comm_free(&r->node);
+    jt_watch_leave();
     free(r->seg);
     free(r->terms);
     free(r->pub);

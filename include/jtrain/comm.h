@@ -25,6 +25,10 @@ void jt_comm_abort(int code) __attribute__((noreturn));
 void jt_comm_sum_f32(float *buf, size_t n);
 void jt_comm_sum_f64(double *buf, size_t n);
 void jt_comm_sum_u64(uint64_t *buf, size_t n);
+/* Every blocking wait below (the collectives, jt_comm_xfer_wait, jt_comm_reducer_wait, the
+ * reducer's set-up and tear-down) is announced to the watchdog (watchdog.h: jt_watch_enter and
+ * jt_watch_leave), so it can tell a rank waiting for its peers from one that is busy. */
+
 /* Returns the largest status of all ranks (JT_OK only if every rank is OK). Use it after every
  * step that may fail on one rank only, so all ranks fail together instead of hanging. If first
  * is not NULL it receives the lowest failing rank (-1 if none), the one that should report. */
