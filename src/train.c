@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "jtrain/batch.h"
 #include "jtrain/ckpt.h"
@@ -30,6 +31,7 @@
 #include "jtrain/optim.h"
 #include "jtrain/trace.h"
 #include "jtrain/train.h"
+#include "jtrain/watchdog.h"
 
 /* Smallest bucket of the overlapped gradient sum (JTRAIN_BUCKET_KB; shared-memory mode), and
  * the largest (MPI counts are int). */
@@ -41,9 +43,11 @@ static volatile sig_atomic_t g_stop_signal = 0;
 /* Test-only fault injection (tests/mpi): JTRAIN_TEST_FAULT="RANK:WHEN:MODE" makes rank RANK,
  * when WHEN is reached (a step number: before that step; "init": right after initialisation,
  * before the replicas are compared), either hit an internal error ("fatal": JT_CHECK, which
- * aborts every rank), die without a word ("crash": SIGKILL), or perturb one parameter
- * ("perturb") so the replicas differ. Unset in normal runs. */
-static void test_fault(int rank, const char *when, float *w) {
+ * aborts every rank), die without a word ("crash": SIGKILL), perturb one parameter ("perturb")
+ * so the replicas differ, hang without progress as in a stuck system call ("stall") or work
+ * slowly but with progress as a long checkpoint does ("slow"); both of the latter last
+ * 3 x watchdog_s seconds (8 s with the watchdog off). Unset in normal runs. */
+static void test_fault(int rank, const char *when, float *w, double watchdog_s) {
     const char *spec = getenv("JTRAIN_TEST_FAULT");
     int frank;
     char fwhen[24], mode[16];
@@ -52,6 +56,14 @@ static void test_fault(int rank, const char *when, float *w) {
     if (strcmp(mode, "fatal") == 0) JT_CHECK(0, "injected fault (JTRAIN_TEST_FAULT=%s)", spec);
     if (strcmp(mode, "crash") == 0) raise(SIGKILL);
     if (strcmp(mode, "perturb") == 0) w[0] += 1.0f;
+    int slow = strcmp(mode, "slow") == 0;
+    if (slow || strcmp(mode, "stall") == 0) {
+        double end = jt_now() + (watchdog_s > 0 ? 3 * watchdog_s : 8);
+        while (jt_now() < end) { /* 100 ms naps: the watchdog sees the progress counter only */
+            nanosleep(&(struct timespec){0, 100000000L}, NULL);
+            if (slow) jt_progress();
+        }
+    }
 }
 
 static void on_signal(int sig) { g_stop_signal = sig; }
@@ -114,6 +126,7 @@ static void run_free(run *r) {
     jt_config_free(&r->cfg);
     free(r->cfg_text);
     if (r->metrics) fclose(r->metrics);
+    jt_watchdog_stop(); /* collective, as every path here is */
 }
 
 /* Saves a checkpoint on rank 0; all ranks wait for its verdict. */
@@ -285,7 +298,7 @@ static jt_status setup(run *r, const jt_train_args *a) {
     st = jt_comm_agree_report(jt_model_build(&r->model, c, &r->train, max_n, err, sizeof err), err);
     if (st != JT_OK) return st;
     /* All ranks initialised from the same seed: prove the replicas are identical. */
-    test_fault(r->rank, "init", r->model.params.w);
+    test_fault(r->rank, "init", r->model.params.w, c->train.watchdog_s);
     if (!jt_comm_same_u64(jt_model_checksum(&r->model))) {
         snprintf(err, sizeof err, "initial parameters differ between ranks (checksum)");
         return jt_comm_agree_report(JT_ERANKS, err);
@@ -450,6 +463,11 @@ jt_status jt_train_run(const jt_train_args *a) {
     install_signals();
     jt_status st = setup(&r, a);
     if (st == JT_OK) st = setup_comm(&r);
+    if (st == JT_OK) {
+        char err[256] = "";
+        st = jt_comm_agree_report(jt_watchdog_start(r.cfg.train.watchdog_s, err, sizeof err), err);
+        jt_watch_step(r.step);
+    }
     if (st != JT_OK) {
         run_free(&r);
         return st;
@@ -484,7 +502,7 @@ jt_status jt_train_run(const jt_train_args *a) {
 
         char when[24];
         snprintf(when, sizeof when, "%llu", (unsigned long long)r.step);
-        test_fault(r.rank, when, p->w);
+        test_fault(r.rank, when, p->w, r.cfg.train.watchdog_s);
         memset(p->g, 0, (p->total + JT_PARAMS_CTRL) * sizeof(float));
         for (size_t h = 0; h < nh; h++)
             labelled[h] = b->labelled[m->chains[m->n_blocks + h].target_array];
@@ -540,6 +558,7 @@ jt_status jt_train_run(const jt_train_args *a) {
         t = jt_now();
         jt_trace_event(r.trace, JT_TRACE_COMPUTE, "optimizer", t1, t, r.step, NULL, 0);
         r.step++;
+        jt_watch_step(r.step);
 
         for (size_t i = 0; i < nf; i++) interval[i] += ctrl[i];
         interval[nf] += (double)b->global_n;
