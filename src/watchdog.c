@@ -23,6 +23,7 @@
  * was sent to it; it then waits for its own sends to complete and returns. Until then the
  * thread keeps judging: a rank that waits at the end for a peer that never comes is a waiting
  * rank like any other. */
+#define _GNU_SOURCE /* pthread_setname_np */
 #include "jtrain/watchdog.h"
 
 #include <errno.h>
@@ -220,6 +221,7 @@ static struct timespec abs_time(double t) {
 
 static void *watch_main(void *arg) {
     (void)arg;
+    pthread_setname_np(pthread_self(), "jt-watchdog"); /* as top -H and gdb show it */
     size_t k = (size_t)g.world;
     watch w;
     memset(&w, 0, sizeof w);
