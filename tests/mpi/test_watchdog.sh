@@ -98,7 +98,7 @@ wait_step wd-a 30 2
 kill -STOP "${pids[1]}"
 t0=$(date +%s.%N)
 finish wd-a 7
-dt=$(echo "$(date +%s.%N) - $t0" | bc)
+dt=$(printf "%.1f" "$(echo "$(date +%s.%N) - $t0" | bc)")
 check_culprit wd-a 1 "no heartbeat"
 [ "$(echo "$dt <= 30" | bc)" = 1 ] || { cat wd-a.log; fail "wd-a: exit 7 only after $dt s"; }
 pass "SIGSTOP of rank 1 (watchdog_s 20): exit 7 after $dt s naming rank 1, no process left"
@@ -109,7 +109,7 @@ wait_step wd-b 30 2
 kill -STOP "${pids[0]}"
 t0=$(date +%s.%N)
 finish wd-b 7
-dt=$(echo "$(date +%s.%N) - $t0" | bc)
+dt=$(printf "%.1f" "$(echo "$(date +%s.%N) - $t0" | bc)")
 check_culprit wd-b 0 "no heartbeat"
 [ "$(echo "$dt <= 15" | bc)" = 1 ] || { cat wd-b.log; fail "wd-b: exit 7 only after $dt s"; }
 pass "SIGSTOP of rank 0 (watchdog_s 5): exit 7 after $dt s naming rank 0"
@@ -120,7 +120,7 @@ wait_step wd-c 30 3
 kill -STOP "${pids[2]}"
 t0=$(date +%s.%N)
 finish wd-c 7
-dt=$(echo "$(date +%s.%N) - $t0" | bc)
+dt=$(printf "%.1f" "$(echo "$(date +%s.%N) - $t0" | bc)")
 check_culprit wd-c 2 "no heartbeat"
 [ "$(echo "$dt <= 15" | bc)" = 1 ] || { cat wd-c.log; fail "wd-c: exit 7 only after $dt s"; }
 pass "np 3, SIGSTOP of rank 2 (watchdog_s 5): exit 7 after $dt s naming rank 2"
@@ -131,7 +131,7 @@ JTRAIN_TEST_FAULT=1:20:stall start wd-d 2 --set train.watchdog_s=5
 wait_step wd-d 19 2
 t0=$(date +%s.%N)
 finish wd-d 7
-dt=$(echo "$(date +%s.%N) - $t0" | bc)
+dt=$(printf "%.1f" "$(echo "$(date +%s.%N) - $t0" | bc)")
 check_culprit wd-d 1 "no progress"
 [ "$(echo "$dt <= 12" | bc)" = 1 ] || { cat wd-d.log; fail "wd-d: exit 7 only after $dt s"; }
 pass "rank 1 stuck without progress (watchdog_s 5): exit 7 after $dt s naming rank 1"
@@ -142,7 +142,7 @@ t0=$(date +%s.%N)
 rc=0
 JTRAIN_TEST_FAULT=1:20:slow jt_mpirun -np 2 "$JTRAIN" train "$cfg" --set checkpoint.dir=wd-e \
   --set train.steps=30 --set train.watchdog_s=5 > wd-e.log 2>&1 || rc=$?
-dt=$(echo "$(date +%s.%N) - $t0" | bc)
+dt=$(printf "%.1f" "$(echo "$(date +%s.%N) - $t0" | bc)")
 [ "$rc" = 0 ] || { cat wd-e.log; fail "wd-e: a slow but progressing rank: exit $rc"; }
 [ "$(echo "$dt >= 15" | bc)" = 1 ] || { cat wd-e.log; fail "wd-e: the slow rank took only $dt s"; }
 ! grep -q watchdog: wd-e.log || { cat wd-e.log; fail "wd-e: the watchdog spoke"; }
