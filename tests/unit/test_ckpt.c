@@ -174,7 +174,7 @@ static int count_entries(const char *dir) {
 }
 
 static int exists(const char *dir, const char *name) {
-    char path[512];
+    char path[1024];
     snprintf(path, sizeof path, "%s/%s", dir, name);
     return access(path, F_OK) == 0;
 }
@@ -483,10 +483,15 @@ static void test_crash_mid_write_keeps_previous(void **state) {
     assert_true(WIFEXITED(status));
     assert_int_equal(WEXITSTATUS(status), 9);
     assert_false(exists(fx->dir, "ckpt-00000002.h5"));
-    char tmpname[128];
-    snprintf(tmpname, sizeof tmpname, ".ckpt-00000002.h5.tmp.%ld", (long)pid);
+    char tmpname[512], host[256] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(tmpname, sizeof tmpname, ".ckpt-00000002.h5.tmp.%s.%ld", host, (long)pid);
     assert_true(exists(fx->dir, tmpname)); /* the crashed writer's partial file */
     assert_latest(fx->dir, "ckpt-00000001.h5");
+    /* its writer is dead: the start-of-run cleanup removes it, and nothing else */
+    assert_int_equal(jt_ckpt_clean_stale(fx->dir), 1);
+    assert_false(exists(fx->dir, tmpname));
+    assert_int_equal(count_entries(fx->dir), 2);
     char err[1024] = "", path[512];
     snprintf(path, sizeof path, "%s/ckpt-00000001.h5", fx->dir);
     jt_ckpt_state st = {0};
