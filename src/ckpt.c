@@ -465,9 +465,12 @@ jt_status jt_ckpt_save(const char *dir, const jt_params *p, const jt_ckpt_state 
          * copy-on-write file systems, another writer): prune what keep allows, retry once. */
         if ((e == ENOSPC || e == EDQUOT) && attempt == 0 && jt_ckpt_prune(dir, step, keep) > 0)
             continue;
-        status = fail(err, errlen, "cannot %s %s: %s%s", what, tmp, strerror(e),
-                      (e == ENOSPC || e == EDQUOT) && keep <= 0
-                          ? " (keep <= 0 keeps every checkpoint: none may be removed)" : "");
+        char why[96] = "";
+        if ((e == ENOSPC || e == EDQUOT) && keep <= 0)
+            snprintf(why, sizeof why, " (keep %ld keeps every checkpoint: none may be removed)",
+                     keep);
+        status = fail(err, errlen, "checkpoint at step %llu not written: cannot %s %s: %s%s",
+                      step, what, tmp, strerror(e), why);
     }
     free(image);
     if (status != JT_OK) return status;
