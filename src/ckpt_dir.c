@@ -430,7 +430,13 @@ static unsigned long long *prunable(const char *dir, unsigned long long step, lo
     unsigned long long *steps = NULL, latest_step = 0;
     size_t all = 0;
     *n = 0;
-    if (keep <= 0 || list_steps(dir, &steps, &all) != 0) return NULL;
+    if (keep <= 0) return NULL;
+    if (list_steps(dir, &steps, &all) != 0) {
+        if (errno != ENOENT)
+            jt_errorf("warning: cannot list %s to remove old checkpoints: %s", dir,
+                      strerror(errno));
+        return NULL;
+    }
     size_t others = 0;
     for (size_t i = 0; i < all; i++)
         if (steps[i] != step) steps[others++] = steps[i];
