@@ -512,9 +512,14 @@ jt_status jt_ckpt_make_room(const char *dir, unsigned long long step, long keep,
     char kept[256];
     if (keep <= 0)
         snprintf(kept, sizeof kept, "keep %ld keeps every checkpoint: none may be removed", keep);
+    else if (n == 0)
+        snprintf(kept, sizeof kept, "keep %ld: no older checkpoint may be removed", keep);
+    else if (removed == 0)
+        snprintf(kept, sizeof kept, "keep %ld: removing the %zu older checkpoint%s it allows "
+                 "would not be enough, so none was", keep, n, n == 1 ? "" : "s");
     else
-        snprintf(kept, sizeof kept, "keep %ld: %zu older checkpoint%s removed, %zu may go", keep,
-                 removed, removed == 1 ? "" : "s", n);
+        snprintf(kept, sizeof kept, "keep %ld: %zu older checkpoint%s removed, still not "
+                 "enough", keep, removed, removed == 1 ? "" : "s");
     return fail(err, errlen, "checkpoint at step %llu not written: need %.1f MiB free in %s, "
                 "have %.1f MiB (%s)", step, (double)need / MIB, dir, (double)have / MIB, kept);
 }

@@ -1213,12 +1213,34 @@ static void full_disk(void **state, int scenario) {
                 CHILD_CHECK(strstr(err, strerror(ENOSPC)), "'%s' lacks ENOSPC", err);
             CHILD_CHECK(only_ckpts(dir, 1, 2), "the failed save left a file behind");
             latest_is(dir, 2);
+            if (scenario == DISK_KEEP_ALL) { /* keep 3 keeps both others: same verdict */
+                CHILD_CHECK(jt_ckpt_save(dir, &p, &st, 3, NULL, 0, err, sizeof err) == JT_ECKPT &&
+                            strstr(err, "keep 3: no older checkpoint may be removed"),
+                            "keep 3: %s", err);
+                CHILD_CHECK(only_ckpts(dir, 1, 2), "keep 3 removed a file");
+                latest_is(dir, 2);
+            }
             jt_params q;
             build(&q, MODEL_BIG);
             snprintf(path, sizeof path, "%s/ckpt-00000002.h5", dir);
             CHILD_CHECK(jt_ckpt_load(path, &q, &st, err, sizeof err) == JT_OK, "%s", err);
             CHILD_CHECK(q.w[5] == (fill(&p, 2), p.w[5]), "checkpoint 2 changed");
             _exit(0);
+        }
+        if (scenario == DISK_KEEP2) {
+            /* another file takes most of the rest: removing ckpt 11 would not be enough, so
+             * it stays */
+            snprintf(path, sizeof path, "%s/filler", mnt);
+            size_t n = (size_t)sb.st_size * 45 / 100;
+            char *junk = calloc(1, n);
+            FILE *f = fopen(path, "wb");
+            CHILD_CHECK(junk && f && fwrite(junk, 1, n, f) == n && fclose(f) == 0, "filler");
+            st.step = 13;
+            CHILD_CHECK(jt_ckpt_save(dir, &p, &st, 2, NULL, 0, err, sizeof err) == JT_ECKPT &&
+                        strstr(err, "removing the 1 older checkpoint it allows would not be "
+                               "enough, so none was"), "filler: %s", err);
+            CHILD_CHECK(only_ckpts(dir, 11, 12), "a checkpoint was removed in vain");
+            latest_is(dir, 12);
         }
         _exit(0);
     }
