@@ -1,7 +1,10 @@
 /* test_ckpt.c - checkpoints: bitwise round trip, latest and pruning, every rejection path of
- * load (shape, missing and extra views, corrupt data and attributes, not HDF5, wrong format)
- * leaving the model untouched, failed saves (not a directory, file size limit) and a crash
- * mid-write leaving the previous checkpoint loadable, and readability by h5dump and h5py. */
+ * load (shape, missing and extra views, corrupt data and attributes, not HDF5, wrong format,
+ * Inf/NaN) leaving the model untouched, failed saves (not a directory, file size limit, Inf/NaN)
+ * and a crash mid-write leaving the previous checkpoint loadable, readability by h5dump and
+ * h5py; resolving file/latest/folder paths, --resume auto falling back over broken files, temp
+ * files of dead writers, scan/remove_all, progress ticks, and a real full disk (a small tmpfs in
+ * a private namespace of a forked child). */
 #define _GNU_SOURCE /* unshare, RTLD_NEXT */
 #include <dirent.h>
 #include <dlfcn.h>
