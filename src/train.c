@@ -138,8 +138,11 @@ static void stop_now(int sig) {
 }
 
 static void on_signal(int sig) {
-    if (sig == SIGINT && g_stop_signal == SIGINT) _exit(130); /* Ctrl-C twice */
-    if (!g_stop_signal) g_stop_signal = sig;
+    if (g_stop_signal) { /* a stop is under way: only a second Ctrl-C cuts it short */
+        if (sig == SIGINT && g_stop_signal == SIGINT) _exit(130);
+        return;
+    }
+    g_stop_signal = sig;
     if (!g_in_loop) stop_now(sig);
 }
 
