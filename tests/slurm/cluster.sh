@@ -15,7 +15,7 @@ die() { echo "cluster.sh: $*" >&2; exit 1; }
 
 cmd="${1:-}"
 dir="${2:-}"
-[ -n "$cmd" ] && [ -n "$dir" ] || die "usage: cluster.sh start|stop|logs DIR"
+{ [ -n "$cmd" ] && [ -n "$dir" ]; } || die "usage: cluster.sh start|stop|logs DIR"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
 conf="$dir/slurm.conf"
@@ -26,11 +26,11 @@ pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
 # stop_pid FILE: SIGTERM to the pid in FILE, SIGKILL after 15 s, then the file is removed.
 stop_pid() {
-  local f="$1" pid i
+  local f="$1" pid
   if pid_alive "$f"; then
     pid="$(cat "$f")"
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     if kill -0 "$pid" 2>/dev/null; then
       echo "cluster.sh: $f ($pid) ignored SIGTERM for 15 s; SIGKILL" >&2
       kill -KILL "$pid" 2>/dev/null || true
@@ -49,12 +49,11 @@ logs() {
 }
 
 stop() {
-  local i
   if pid_alive "$dir/slurmctld.pid" && [ -f "$conf" ]; then
     # Jobs first, so that no slurmstepd (which outlives slurmd) keeps running a job.
     scancel --full --quiet --signal=KILL --state=RUNNING --user=root 2>/dev/null || true
     scancel --quiet --user=root 2>/dev/null || true
-    for i in $(seq 1 100); do
+    for _ in $(seq 1 100); do
       [ -z "$(squeue -h -t running,completing -o %i 2>/dev/null)" ] && break
       sleep 0.2
     done
@@ -101,7 +100,7 @@ SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
 CredType=cred/munge
-AuthInfo=socket=$sock,cred_expire=10
+AuthInfo=socket=$sock,cred_expire=5
 StateSaveLocation=$dir/state
 SlurmdSpoolDir=$dir/spool
 SlurmctldPidFile=$dir/slurmctld.pid
@@ -134,8 +133,8 @@ PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
   /usr/sbin/slurmctld -f "$conf" || { logs; die "slurmctld did not start"; }
   /usr/sbin/slurmd -f "$conf" || { logs; die "slurmd did not start"; }
-  local i state=""
-  for i in $(seq 1 150); do
+  local state=""
+  for _ in $(seq 1 150); do
     state="$(sinfo -h -n "$host" -o %T 2>/dev/null || true)"
     [ "$state" = idle ] && break
     sleep 0.2
