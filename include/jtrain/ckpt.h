@@ -72,4 +72,11 @@ jt_status jt_ckpt_load(const char *path, jt_params *p, jt_ckpt_state *st, char *
 /* Frees st->config_text and sets it to NULL. NULL-safe. */
 void jt_ckpt_state_free(jt_ckpt_state *st);
 
+/* TEMP STUB */
+jt_status jt_ckpt_resolve(const char *path, char *out, size_t outlen, char *err, size_t errlen);
+jt_status jt_ckpt_find_resumable(const char *dir, jt_params *p, jt_ckpt_state *st, int verbose,
+                                 char *path_out, size_t path_len, char *err, size_t errlen);
+int jt_ckpt_clean_stale(const char *dir);
+int jt_ckpt_scan(const char *dir, unsigned long long *newest_step);
+jt_status jt_ckpt_remove_all(const char *dir, char *err, size_t errlen);
 #endif
