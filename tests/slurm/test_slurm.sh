@@ -34,7 +34,7 @@ tmpl="$JT_SRC/scripts/slurm"
 
 make_synth synth.h5 600 200
 cfg="$FIX/tiny-separate.yaml"
-steps=8000 # a step takes 0.3-5 ms here (2 ranks; slower when the machine is busy)
+steps=4000 # a step takes 0.3-5 ms here (2 ranks; slower when the machine is busy)
 args=(--set "train.steps=$steps" --set log.every_steps=250 --set checkpoint.every_steps=0)
 
 # sfail MSG: prints what the jobs wrote and the daemons' logs, then fails.
@@ -95,9 +95,9 @@ check_attempts() {
 }
 
 # The two templates are the same script but for the launcher (the line naming the template).
-d=$(diff "$tmpl/jtrain.sbatch" "$tmpl/jtrain-mpirun.sbatch" | grep -c '^[<>]') || true
-[ "$d" = 2 ] && diff "$tmpl/jtrain.sbatch" "$tmpl/jtrain-mpirun.sbatch" | grep -q '^> template="jtrain-mpirun.sbatch" ' \
-  || fail "jtrain.sbatch and jtrain-mpirun.sbatch differ in more than the template line"
+d="$(diff "$tmpl/jtrain.sbatch" "$tmpl/jtrain-mpirun.sbatch" | grep '^[<>]' || true)"
+[ "$(wc -l <<< "$d")" = 2 ] && grep -q '^> template="jtrain-mpirun.sbatch" ' <<< "$d" \
+  || fail "jtrain.sbatch and jtrain-mpirun.sbatch differ in more than the template line: $d"
 
 # The reference: the same steps on 2 ranks, uninterrupted, under plain mpirun.
 t0=$(now)
@@ -134,12 +134,12 @@ preempt_case mpirun jtrain-mpirun.sbatch SIGUSR1 --full --signal=USR1
 # 3. Time limit: --signal=B:USR1@50 with --time=1 asks for SIGUSR1 50 s before the end; SLURM
 #    checks every 30 s, so it comes at the first check after the start (0-30 s in). The run is
 #    open-ended (train.steps 10^8) so it is surely training then; once the job is requeued, the
-#    test holds it, sets train.steps to the stop step + 2000 and lifts the time limit, so the
+#    test holds it, sets train.steps to the stop step + 1000 and lifts the time limit, so the
 #    second attempt finishes; the reference trains that many steps uninterrupted.
 sed 's/^  steps: .*/  steps: 100000000/' "$cfg" > time.yaml
 grep -q "steps: 100000000" time.yaml || fail "time.yaml"
 t1=$(now)
-j=$(submit time jtrain.sbatch --time=1 --signal=B:USR1@50 -- time.yaml --set log.every_steps=250 \
+j=$(submit time "$tmpl/jtrain.sbatch" --time=1 --signal=B:USR1@50 -- time.yaml --set log.every_steps=250 \
   --set checkpoint.every_steps=0)
 wait_for time.out "requeued job $j \(restart 1\)" 120
 t2=$(now)
@@ -148,7 +148,7 @@ grep -q "sbatch: job $j (restart 1) on" time.out && sfail "the requeued job star
 grep -q "jtrain.sbatch: got SIGUSR1" time.out || sfail "the batch shell did not get SIGUSR1"
 s=$(sed -n "s/.*: stopped at step \([0-9]*\) by SIGUSR1; requeued job $j (restart 1)$/\1/p" time.out)
 [ -n "$s" ] || sfail "time.out: no stop by SIGUSR1"
-tsteps=$((s + 2000))
+tsteps=$((s + 1000))
 sed -i "s/^  steps: .*/  steps: $tsteps/" time.yaml
 scontrol update JobId="$j" TimeLimit=10 || sfail "scontrol update $j TimeLimit=10"
 scontrol release "$j" || sfail "scontrol release $j"
@@ -167,7 +167,7 @@ pass "--time=1 --signal=B:USR1@50: SIGUSR1 to the batch shell, stopped at step $
 # 4. A plain scancel cancels: SIGTERM reaches the tasks (and the batch shell), they checkpoint,
 #    and the template does not requeue a cancelled job.
 t1=$(now)
-j=$(submit cancel jtrain.sbatch -- "$cfg" --set train.steps=100000000 --set log.every_steps=250)
+j=$(submit cancel "$tmpl/jtrain.sbatch" -- "$cfg" --set train.steps=100000000 --set log.every_steps=250)
 wait_for cancel.out "step 1000/" 120
 scancel "$j" || sfail "scancel $j"
 wait_state "$j" CANCELLED 60
