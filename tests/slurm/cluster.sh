@@ -9,6 +9,7 @@
 # Use the cluster with `export SLURM_CONF=DIR/slurm.conf`. Needs root (slurmd runs jobs as any
 # user) and Debian's slurm-wlm and munge (scripts/setup --with-slurm). Nothing here touches the
 # system's munged or /etc/slurm: the daemons listen on JT_SLURM_PORT (default 16817) and +1.
+# JT_SLURM_CONF_EXTRA: more lines for slurm.conf (e.g. RequeueExit=75).
 set -euo pipefail
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
@@ -130,6 +131,7 @@ InactiveLimit=0
 MailProg=/bin/true
 NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=1000 State=UNKNOWN
 PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP
+${JT_SLURM_CONF_EXTRA:-}
 EOF
   /usr/sbin/slurmctld -f "$conf" || { logs; die "slurmctld did not start"; }
   /usr/sbin/slurmd -f "$conf" || { logs; die "slurmd did not start"; }

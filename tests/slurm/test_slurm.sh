@@ -167,7 +167,8 @@ pass "--time=1 --signal=B:USR1@50: SIGUSR1 to the batch shell, stopped at step $
 # 4. A plain scancel cancels: SIGTERM reaches the tasks (and the batch shell), they checkpoint,
 #    and the template does not requeue a cancelled job.
 t1=$(now)
-j=$(submit cancel "$tmpl/jtrain.sbatch" -- "$cfg" --set train.steps=100000000 --set log.every_steps=250)
+j=$(submit cancel "$tmpl/jtrain.sbatch" -- "$cfg" --set train.steps=100000000 --set log.every_steps=250 \
+  --set checkpoint.every_steps=0)
 wait_for cancel.out "step 1000/" 120
 scancel "$j" || sfail "scancel $j"
 wait_state "$j" CANCELLED 60
