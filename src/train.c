@@ -271,6 +271,12 @@ static jt_status restore(run *r, const char *resume) {
                                      r->cfg.checkpoint.dir);
             goto done;
         }
+        if (!jt_comm_same_u64(cs.step)) {
+            snprintf(err, sizeof err, "the ranks resumed from different checkpoints in %s (is "
+                     "it on a file system every rank sees the same way?)", r->cfg.checkpoint.dir);
+            st = jt_comm_agree_report(JT_ERANKS, err);
+            goto done;
+        }
     } else {
         st = jt_ckpt_resolve(resume, path, sizeof path, err, sizeof err);
         if ((st = jt_comm_agree_report(st, err)) != JT_OK) goto done;
@@ -372,21 +378,22 @@ static jt_status prepare_run_dir(run *r, const jt_train_args *a, char *err, size
     if (stale > 0)
         printf("removed %d stale temporary file%s of dead checkpoint writers in %s\n", stale,
                stale > 1 ? "s" : "", dir);
-    unsigned long long newest = 0;
-    int n = jt_ckpt_scan(dir, &newest);
+    jt_ckpt_dir_info info;
+    if (jt_ckpt_scan(dir, &info, err, errlen) != JT_OK) return JT_ECKPT;
+    size_t n = info.n_ckpt;
     if (a->overwrite) {
         if (jt_ckpt_remove_all(dir, err, errlen) != JT_OK) return JT_ECKPT;
         if (n > 0)
-            printf("--overwrite: removed %d checkpoint%s of the earlier run in %s\n", n,
+            printf("--overwrite: removed %zu checkpoint%s of the earlier run in %s\n", n,
                    n > 1 ? "s" : "", dir);
-    } else if (!a->resume && n > 0) {
-        snprintf(err, errlen, "checkpoint.dir %s already holds %d checkpoint%s of a run (the "
+    } else if (!a->resume && (n > 0 || info.has_latest)) {
+        snprintf(err, errlen, "checkpoint.dir %s already holds %zu checkpoint%s of a run (the "
                  "newest at step %llu): continue it with --resume auto, or start over with "
-                 "--overwrite (which deletes them and its metrics)", dir, n, n > 1 ? "s" : "",
-                 newest);
+                 "--overwrite (which deletes them and its metrics)", dir, n, n == 1 ? "" : "s",
+                 info.newest_step);
         return JT_EUSAGE;
     }
-    if (!a->overwrite) g_saved_step = newest; /* what the handler reports until restore */
+    if (!a->overwrite) g_saved_step = info.newest_step; /* what the handler reports until restore */
     snprintf(g_status_path, sizeof g_status_path, "%s/status", dir);
     snprintf(g_status_tmp, sizeof g_status_tmp, "%s/.status.tmp.%ld", dir, (long)getpid());
     return JT_OK;

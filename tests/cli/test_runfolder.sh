@@ -63,3 +63,26 @@ pass "latest and the run folder are accepted by eval, summary and --resume"
 grep -q "metrics: avfm/metrics.jsonl" f.log || { grep metrics f.log; fail "recipe metrics do not follow checkpoint.dir"; }
 [ -s avfm/metrics.jsonl ] || fail "no avfm/metrics.jsonl"
 pass "the AVFM recipe writes its metrics into checkpoint.dir"
+
+# Checkpoints that cannot hurt (README "Checkpoints"), end to end.
+# A step that makes the parameters Inf (lr 1e300 is Inf as a float): exit 5, latest stays.
+train --set checkpoint.dir=inf --set train.steps=10 > g.log 2>&1 || { cat g.log; fail "inf: first run"; }
+expect_exit 5 "not written.*is (inf|nan|-inf).*previous latest stays" -- \
+  "$JTRAIN" train "$cfg" --set checkpoint.dir=inf --set train.steps=11 \
+  --set train.optimizer.lr=1e300 --resume auto
+[ "$(cat inf/latest)" = ckpt-00000010.h5 ] && [ ! -e inf/ckpt-00000011.h5 ] \
+  || fail "a non-finite checkpoint was published: $(ls inf)"
+grep -q "^failed 11 5$" inf/status || fail "status after exit 5: $(cat inf/status)"
+
+# A damaged newest checkpoint: --resume auto warns, takes the one before, and goes on; a stale
+# temp file of a dead writer is removed at start.
+train --set checkpoint.dir=fb --set train.steps=20 > fb.log 2>&1 || { cat fb.log; fail "fb run"; }
+head -c 5000 fb/ckpt-00000020.h5 > fb/x && mv fb/x fb/ckpt-00000020.h5
+touch fb/.ckpt-00000030.h5.tmp."$(hostname)".4194304999 # a pid that cannot exist
+train --set checkpoint.dir=fb --set train.steps=25 --resume auto > h.log 2>&1 \
+  || { cat h.log; fail "fallback resume"; }
+grep -q "warning: skipping fb/ckpt-00000020.h5" h.log || { cat h.log; fail "no warning naming the damaged file"; }
+grep -q "resumed from fb/ckpt-00000010.h5 at step 10" h.log || { cat h.log; fail "did not fall back to 10"; }
+grep -q "removed 1 stale temporary file" h.log || { cat h.log; fail "stale temp file not removed"; }
+[ ! -e fb/.ckpt-00000030.h5.tmp."$(hostname)".4194304999 ] || fail "the stale temp file is still there"
+pass "no Inf checkpoint is published (exit 5); --resume auto skips a damaged newest checkpoint"
