@@ -77,13 +77,23 @@ submit() {
 }
 now() { date +%s.%N; }
 dt() { printf '%.1f' "$(echo "$2 - $1" | bc)"; }
+# stop_step NAME JOB SIGNAL: the step at which NAME.out says JOB stopped for SIGNAL and was
+# requeued; 0 when the signal came before jtrain started; empty if neither.
+stop_step() {
+  local s
+  s=$(sed -n "s/.*: stopped at step \([0-9]*\) by $3; requeued job $2 (restart 1)$/\1/p" "$1.out")
+  if [ -z "$s" ] && grep -q "sbatch: got $3; jtrain's status is '[a-z 0-9]*' (launcher exit [0-9]*); requeued job $2 (restart 1)$" "$1.out"; then
+    s=0
+  fi
+  echo "$s"
+}
 # check_attempts NAME JOB SIGNAL STEPS: NAME.out holds two attempts of JOB (appended), the stop
 # by SIGNAL, the requeue, the resume, and the run finished at STEPS; prints the stop step.
 check_attempts() {
   local out="$1.out" s
   [ "$(grep -c "^jtrain.sbatch: job $2 (restart [01])\|^jtrain-mpirun.sbatch: job $2 (restart [01])" "$out")" = 2 ] \
     || sfail "$out: not exactly two attempts of job $2"
-  s=$(sed -n "s/.*: stopped at step \([0-9]*\) by $3; requeued job $2 (restart 1)$/\1/p" "$out")
+  s=$(stop_step "$1" "$2" "$3")
   [ -n "$s" ] || sfail "$out: no 'stopped at step S by $3; requeued job $2 (restart 1)'"
   if [ "$s" -gt 0 ]; then
     grep -q "^resumed from $1/ckpt-$(printf %08d "$s").h5 at step $s " "$out" \
@@ -146,7 +156,7 @@ t2=$(now)
 scontrol hold "$j" || sfail "scontrol hold $j"
 grep -q "sbatch: job $j (restart 1) on" time.out && sfail "the requeued job started before it was held"
 grep -q "jtrain.sbatch: got SIGUSR1" time.out || sfail "the batch shell did not get SIGUSR1"
-s=$(sed -n "s/.*: stopped at step \([0-9]*\) by SIGUSR1; requeued job $j (restart 1)$/\1/p" time.out)
+s=$(stop_step time "$j" SIGUSR1)
 [ -n "$s" ] || sfail "time.out: no stop by SIGUSR1"
 tsteps=$((s + 1000))
 sed -i "s/^  steps: .*/  steps: $tsteps/" time.yaml
