@@ -55,6 +55,18 @@ step=$(sed -n 's/.*stopped by a signal at step \([0-9]*\) (SIGINT).*/\1/p' int.l
 grep -qx "stopped $step SIGINT" int/status || fail "status after SIGINT: $(cat int/status)"
 pass "Ctrl-C on one process: checkpoint at step $step, exit 75, status '$(cat int/status)'"
 
+# 1b. SIGUSR1 and then SIGTERM at once (a SLURM time limit: the template forwards SIGUSR1, SLURM
+#     sends SIGTERM): the second signal does not cut the stop short.
+bg two jt_mpirun -np 2 "$JTRAIN" train "$cfg" --set checkpoint.dir=two --set train.steps=100000 \
+  --set log.every_steps=10
+wait_for two.log "step 20/"
+kill -USR1 $(pids_of two); kill -TERM $(pids_of two)
+rc=$(finished_within two 30)
+[ "$rc" = 75 ] || { cat two.log; fail "SIGUSR1 + SIGTERM: exit $rc, not 75"; }
+grep -q "stopped by a signal at step [0-9]* (SIGUSR1)" two.log || { cat two.log; fail "no stop line"; }
+grep -q "^stopped [0-9]* SIGUSR1$" two/status || fail "status after SIGUSR1 + SIGTERM: $(cat two/status)"
+pass "a second signal while stopping is ignored: '$(cat two/status)'"
+
 # 2. SIGTERM to every rank (as srun delivers it) while rank 0 hangs in start-up: exit 75 at
 #    once; the status names the newest checkpoint's step (none yet: 0).
 t0=$(date +%s.%N)
