@@ -2,7 +2,9 @@
  *
  * Invariants: every collective is reached by every rank in the same order; counts passed to
  * MPI are element counts and never exceed INT_MAX (long buffers go in chunks); a fatal error
- * anywhere ends in MPI_Abort so no rank waits forever. */
+ * anywhere ends in MPI_Abort so no rank waits forever; every blocking wait is bracketed by
+ * jt_watch_enter / jt_watch_leave (the watchdog sees who waits); only the main thread touches
+ * MPI_COMM_WORLD and its requests, the watchdog's thread only its side channel. */
 #include "jtrain/comm.h"
 
 #include <limits.h>
@@ -14,21 +16,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "jtrain/watchdog.h"
 #if defined(__SSE__)
 #include <immintrin.h>
 #endif
 
 static int g_initialised = 0;
+static int g_provided = MPI_THREAD_SINGLE;
 
 static void abort_handler(int code) { jt_comm_abort(code); }
 
 void jt_comm_init(int *argc, char ***argv) {
-    int provided = 0;
-    MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+    MPI_Init_thread(argc, argv, MPI_THREAD_MULTIPLE, &g_provided);
     g_initialised = 1;
     jt_log_set_rank(jt_comm_rank(), jt_comm_size());
     jt_set_abort_handler(abort_handler);
 }
+
+int jt_comm_thread_multiple(void) { return g_provided >= MPI_THREAD_MULTIPLE; }
 
 void jt_comm_finalize(void) {
     if (!g_initialised) return;
@@ -56,12 +62,14 @@ void jt_comm_abort(int code) {
 /* In-place allreduce of n elements in chunks of at most INT_MAX elements. */
 static void sum_chunked(void *buf, size_t n, MPI_Datatype type, size_t elem_bytes) {
     char *p = buf;
+    jt_watch_enter("a sum over ranks");
     while (n > 0) {
         int count = n > (size_t)INT_MAX ? INT_MAX : (int)n;
         MPI_Allreduce(MPI_IN_PLACE, p, count, type, MPI_SUM, MPI_COMM_WORLD);
         p += (size_t)count * elem_bytes;
         n -= (size_t)count;
     }
+    jt_watch_leave();
 }
 
 void jt_comm_sum_f32(float *buf, size_t n) { sum_chunked(buf, n, MPI_FLOAT, sizeof(float)); }
@@ -72,7 +80,9 @@ void jt_comm_sum_u64(uint64_t *buf, size_t n) {
 
 jt_status jt_comm_agree(jt_status st, int *first) {
     int mine[2] = {(int)st, st != JT_OK ? -jt_comm_rank() : INT_MIN}, worst[2] = {0, 0};
+    jt_watch_enter("a status check");
     MPI_Allreduce(mine, worst, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    jt_watch_leave();
     if (first) *first = worst[1] == INT_MIN ? -1 : -worst[1];
     return (jt_status)worst[0];
 }
@@ -86,13 +96,17 @@ jt_status jt_comm_agree_report(jt_status st, const char *err) {
 
 int jt_comm_same_u64(uint64_t v) {
     uint64_t lo = v, hi = v;
+    jt_watch_enter("a comparison across ranks");
     MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+    jt_watch_leave();
     return lo == hi;
 }
 
 double jt_comm_min_f64(double v) {
+    jt_watch_enter("a minimum over ranks");
     MPI_Allreduce(MPI_IN_PLACE, &v, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+    jt_watch_leave();
     return v;
 }
 
@@ -170,7 +184,9 @@ void jt_comm_xfer_start(jt_comm_xfer *x, const void *send, const size_t *scount,
 void jt_comm_xfer_wait(jt_comm_xfer *x) {
     if (!x->active) return;
     double t0 = jt_now();
+    jt_watch_enter("the batch exchange");
     MPI_Waitall(2, x->req, MPI_STATUSES_IGNORE);
+    jt_watch_leave();
     g_xfer_wait += jt_now() - t0;
     x->active = 0;
     unlink_active(x);
@@ -446,7 +462,7 @@ static void split_nodes(MPI_Comm *node) {
         MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, node);
 }
 
-jt_reduce_mode jt_comm_reduce_mode(jt_reduce_mode mode) {
+static jt_reduce_mode reduce_mode(jt_reduce_mode mode) {
     int m = (int)mode;
     MPI_Bcast(&m, 1, MPI_INT, 0, MPI_COMM_WORLD);
     mode = (jt_reduce_mode)m;
@@ -459,6 +475,13 @@ jt_reduce_mode jt_comm_reduce_mode(jt_reduce_mode mode) {
     MPI_Comm_free(&node);
     MPI_Allreduce(&size, &largest, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
     return largest >= 2 ? JT_REDUCE_SHM : JT_REDUCE_MPI;
+}
+
+jt_reduce_mode jt_comm_reduce_mode(jt_reduce_mode mode) {
+    jt_watch_enter("the choice of the gradient sum");
+    mode = reduce_mode(mode);
+    jt_watch_leave();
+    return mode;
 }
 
 jt_comm_reducer *jt_comm_reducer_new(float *buf, size_t n, const size_t *begin, const size_t *end,
@@ -483,7 +506,8 @@ jt_comm_reducer *jt_comm_reducer_new(float *buf, size_t n, const size_t *begin, 
     }
     r->node = r->leaders = MPI_COMM_NULL;
     r->win = MPI_WIN_NULL;
-    mode = jt_comm_reduce_mode(mode);
+    jt_watch_enter("the set-up of the gradient sum");
+    mode = reduce_mode(mode);
     if (mode == JT_REDUCE_SHM) split_nodes(&r->node);
     r->mode = mode;
     if (mode == JT_REDUCE_SHM) setup_shm(r);
@@ -491,6 +515,7 @@ jt_comm_reducer *jt_comm_reducer_new(float *buf, size_t n, const size_t *begin, 
         snprintf(r->what, sizeof r->what, "%s", n_buckets > 1 ? "mpi, MPI_Iallreduce per bucket"
                                                               : "mpi, blocking MPI_Allreduce");
     else snprintf(r->what, sizeof r->what, "none (1 rank)");
+    jt_watch_leave();
     return r;
 }
 
@@ -533,6 +558,7 @@ void jt_comm_reducer_progress(jt_comm_reducer *r) {
 
 void jt_comm_reducer_wait(jt_comm_reducer *r) {
     JT_CHECK(r->next == r->nb, "wait after %zu of %zu buckets", r->next, r->nb);
+    jt_watch_enter("the gradient sum");
     if (r->mode == JT_REDUCE_SHM) {
         /* Spin, as Open MPI does. With more ranks on the node than CPUs, the rank waited for
          * may need this CPU: give it away between polls (Open MPI's yield_when_idle). Not
@@ -564,6 +590,7 @@ void jt_comm_reducer_wait(jt_comm_reducer *r) {
         for (size_t b = 0; b < r->nb; b++)
             if (r->state[b] != B_DONE) bucket_done(r, b);
     }
+    jt_watch_leave();
     for (size_t b = 0; b < r->nb; b++) {
         JT_CHECK(r->state[b] == B_DONE, "bucket %zu not done", b);
         r->state[b] = B_IDLE;
@@ -582,9 +609,11 @@ const char *jt_comm_reducer_describe(const jt_comm_reducer *r) { return r->what;
 
 void jt_comm_reducer_free(jt_comm_reducer *r) {
     if (!r) return;
+    jt_watch_enter("the tear-down of the gradient sum");
     if (r->win != MPI_WIN_NULL) MPI_Win_free(&r->win);
     if (r->leaders != MPI_COMM_NULL) MPI_Comm_free(&r->leaders);
     if (r->node != MPI_COMM_NULL) MPI_Comm_free(&r->node);
+    jt_watch_leave();
     free(r->seg);
     free(r->terms);
     free(r->pub);
@@ -597,4 +626,75 @@ void jt_comm_reducer_free(jt_comm_reducer *r) {
     free(r->t_done);
     free(r->req);
     free(r);
+}
+
+/* ---- the side channel (comm.h: jt_comm_side) ---- */
+
+struct jt_comm_side {
+    MPI_Comm comm;
+    int size;
+    size_t max_bytes;
+    MPI_Request *req; /* per destination: the send in flight, or MPI_REQUEST_NULL */
+    char *out;        /* per destination: that send's buffer, max_bytes each */
+};
+
+jt_comm_side *jt_comm_side_new(size_t max_bytes) {
+    JT_CHECK(jt_comm_thread_multiple(), "a side channel needs MPI_THREAD_MULTIPLE");
+    JT_CHECK(max_bytes > 0 && max_bytes <= (size_t)INT_MAX, "side message of %zu bytes",
+             max_bytes);
+    jt_comm_side *s = jt_xcalloc(1, sizeof *s);
+    MPI_Comm_dup(MPI_COMM_WORLD, &s->comm);
+    MPI_Comm_size(s->comm, &s->size);
+    s->max_bytes = max_bytes;
+    s->req = jt_xcalloc((size_t)s->size, sizeof *s->req);
+    for (int i = 0; i < s->size; i++) s->req[i] = MPI_REQUEST_NULL;
+    s->out = jt_xcalloc((size_t)s->size, max_bytes);
+    return s;
+}
+
+int jt_comm_side_send(jt_comm_side *s, int dest, int tag, const void *buf, size_t bytes) {
+    JT_CHECK(dest >= 0 && dest < s->size && tag >= 0 && bytes <= s->max_bytes,
+             "side send of %zu bytes to %d", bytes, dest);
+    int done = 0;
+    MPI_Test(&s->req[dest], &done, MPI_STATUS_IGNORE); /* true for MPI_REQUEST_NULL */
+    if (!done) return 0;
+    char *out = s->out + (size_t)dest * s->max_bytes;
+    memcpy(out, buf, bytes);
+    MPI_Isend(out, (int)bytes, MPI_BYTE, dest, tag, s->comm, &s->req[dest]);
+    return 1;
+}
+
+int jt_comm_side_recv(jt_comm_side *s, int *src, int *tag, void *buf, size_t cap, size_t *bytes) {
+    int flag = 0, count = 0;
+    MPI_Message msg;
+    MPI_Status st;
+    /* matched probe: the message cannot be taken by another receive in between */
+    MPI_Improbe(MPI_ANY_SOURCE, MPI_ANY_TAG, s->comm, &flag, &msg, &st);
+    if (!flag) return 0;
+    MPI_Get_count(&st, MPI_BYTE, &count);
+    JT_CHECK(count >= 0 && (size_t)count <= cap, "side message of %d bytes, room for %zu", count,
+             cap);
+    MPI_Mrecv(buf, count, MPI_BYTE, &msg, MPI_STATUS_IGNORE);
+    *src = st.MPI_SOURCE;
+    *tag = st.MPI_TAG;
+    *bytes = (size_t)count;
+    return 1;
+}
+
+int jt_comm_side_idle(jt_comm_side *s) {
+    int done = 0;
+    MPI_Testall(s->size, s->req, &done, MPI_STATUSES_IGNORE);
+    return done;
+}
+
+void jt_comm_side_free(jt_comm_side *s) {
+    if (!s) return;
+    JT_CHECK(jt_comm_side_idle(s), "side channel freed with a send in flight");
+    int flag = 0;
+    MPI_Iprobe(MPI_ANY_SOURCE, MPI_ANY_TAG, s->comm, &flag, MPI_STATUS_IGNORE);
+    JT_CHECK(!flag, "side channel freed with a message not received");
+    MPI_Comm_free(&s->comm);
+    free(s->req);
+    free(s->out);
+    free(s);
 }

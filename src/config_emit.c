@@ -3,7 +3,7 @@
  *
  * Invariant: jt_config_parse reads the text back to an equal jt_config (same strings, same
  * integers, bit-identical doubles): doubles are written with the fewest digits (up to 17, as
- * %.17g) that strtod reads back exactly. Layer settings are written back in config syntax with
+ * %.17g) that strtod reads back exactly, whole numbers up to 1e15 in full (600, not 6e+02). Layer settings are written back in config syntax with
  * the kind's own key names: numbers only when set (0 means "not given", the kind's default),
  * padding and return_sequences always, as the word the config accepts. */
 #include <inttypes.h>
@@ -108,9 +108,13 @@ static void kv_long(jt_emit *e, const char *k, long v) {
 /* The shortest %.Ng (N <= 17) that strtod reads back to exactly x. */
 static void kv_double(jt_emit *e, const char *k, double x) {
     char buf[40];
-    for (int prec = 1; prec <= 17; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, x);
-        if (strtod(buf, NULL) == x) break;
+    if (x >= -1e15 && x <= 1e15 && x == (double)(long long)x) { /* 600, not 6e+02 */
+        snprintf(buf, sizeof buf, "%.0f", x);
+    } else {
+        for (int prec = 1; prec <= 17; prec++) {
+            snprintf(buf, sizeof buf, "%.*g", prec, x);
+            if (strtod(buf, NULL) == x) break;
+        }
     }
     key(e, k);
     scalar_styled(e, buf, YAML_PLAIN_SCALAR_STYLE);
@@ -233,6 +237,7 @@ static void emit_config(jt_emit *e, const jt_config *c) {
     kv_double(e, "clip_norm", c->train.clip_norm);
     kv_long(e, "eval_every", c->train.eval_every);
     kv_long(e, "threads", c->train.threads);
+    kv_double(e, "watchdog_s", c->train.watchdog_s);
     map_end(e);
 
     key(e, "checkpoint");

@@ -24,8 +24,9 @@ static const char *const k_data[] = {"file", "train", "eval", NULL};
 static const char *const k_model[] = {"blocks", "heads", NULL};
 static const char *const k_block[] = {"input", "layers", NULL};
 static const char *const k_head[] = {"input", "target", "weight", "layers", NULL};
-static const char *const k_train[] = {"epochs",    "steps",      "batch_size", "seed", "optimizer",
-                                      "clip_norm", "eval_every", "threads",    NULL};
+static const char *const k_train[] = {"epochs",     "steps",      "batch_size", "seed",
+                                      "optimizer",  "clip_norm",  "eval_every", "threads",
+                                      "watchdog_s", NULL};
 static const char *const k_optim[] = {"name", "lr", "beta1", "beta2", "eps", "weight_decay", NULL};
 static const char *const k_ckpt[] = {"dir", "every_steps", "keep", NULL};
 static const char *const k_log[] = {"every_steps", "metrics", "trace", NULL};
@@ -447,7 +448,8 @@ static jt_status parse_train(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
         (st = get_u64(d, s, "train", "seed", &c->train.seed)) ||
         (st = get_double(d, s, "train", "clip_norm", JT_RANGE_NONNEG, &c->train.clip_norm)) ||
         (st = get_long(d, s, "train", "eval_every", 0, LONG_MAX, &c->train.eval_every)) ||
-        (st = get_long(d, s, "train", "threads", 0, 4096, &c->train.threads)))
+        (st = get_long(d, s, "train", "threads", 0, 4096, &c->train.threads)) ||
+        (st = get_double(d, s, "train", "watchdog_s", JT_RANGE_NONNEG, &c->train.watchdog_s)))
         return st;
 
     yaml_node_t *o = get(d, s, "optimizer");
@@ -513,6 +515,7 @@ jt_status jt_cfg_from_doc(jt_config *c, jt_cfg_doc *d) {
     snprintf(c->data.eval, sizeof c->data.eval, "test");
     c->train.seed = 1;
     c->train.adam = jt_adam_default_opts();
+    c->train.watchdog_s = 600;
     c->checkpoint.keep = 3;
     c->log.every_steps = 50;
 

@@ -34,6 +34,7 @@
 #include "jtrain/optim.h"
 #include "jtrain/trace.h"
 #include "jtrain/train.h"
+#include "jtrain/watchdog.h"
 
 /* Smallest bucket of the overlapped gradient sum (JTRAIN_BUCKET_KB; shared-memory mode), and
  * the largest (MPI counts are int). */
@@ -60,9 +61,11 @@ static volatile uint64_t g_saved_step = 0; /* the newest checkpoint's step (for 
  * when WHEN is reached (a step number: before that step; "init": right after initialisation,
  * before the replicas are compared; "eval": before the final evaluation), either hit an
  * internal error ("fatal": JT_CHECK, which aborts every rank), die without a word ("crash":
- * SIGKILL), perturb one parameter ("perturb") so the replicas differ, or hang for ten minutes
- * without progress ("stall": a stuck system call). Unset in normal runs. */
-static void test_fault(int rank, const char *when, float *w) {
+ * SIGKILL), perturb one parameter ("perturb") so the replicas differ, hang without progress as
+ * in a stuck system call ("stall") or work slowly but with progress as a long checkpoint does
+ * ("slow"); both of the latter last 3 x watchdog_s seconds (8 s with the watchdog off). Unset in
+ * normal runs. */
+static void test_fault(int rank, const char *when, float *w, double watchdog_s) {
     const char *spec = getenv("JTRAIN_TEST_FAULT");
     int frank;
     char fwhen[24], mode[16];
@@ -71,8 +74,14 @@ static void test_fault(int rank, const char *when, float *w) {
     if (strcmp(mode, "fatal") == 0) JT_CHECK(0, "injected fault (JTRAIN_TEST_FAULT=%s)", spec);
     if (strcmp(mode, "crash") == 0) raise(SIGKILL);
     if (strcmp(mode, "perturb") == 0) w[0] += 1.0f;
-    if (strcmp(mode, "stall") == 0)
-        for (int i = 0; i < 600; i++) sleep(1);
+    int slow = strcmp(mode, "slow") == 0;
+    if (slow || strcmp(mode, "stall") == 0) {
+        double end = jt_now() + (watchdog_s > 0 ? 3 * watchdog_s : 8);
+        while (jt_now() < end) { /* 100 ms naps: the watchdog sees the progress counter only */
+            nanosleep(&(struct timespec){0, 100000000L}, NULL);
+            if (slow) jt_progress();
+        }
+    }
 }
 
 static const char *signal_name(int sig) {
@@ -205,6 +214,7 @@ static void run_free(run *r) {
     jt_config_free(&r->cfg);
     free(r->cfg_text);
     if (r->metrics) fclose(r->metrics);
+    jt_watchdog_stop(); /* collective, as every path here is */
 }
 
 /* Saves a checkpoint on rank 0; all ranks wait for its verdict. */
@@ -468,7 +478,7 @@ static jt_status setup(run *r, const jt_train_args *a) {
     st = jt_comm_agree_report(jt_model_build(&r->model, c, &r->train, max_n, err, sizeof err), err);
     if (st != JT_OK) return st;
     /* All ranks initialised from the same seed: prove the replicas are identical. */
-    test_fault(r->rank, "init", r->model.params.w);
+    test_fault(r->rank, "init", r->model.params.w, c->train.watchdog_s);
     if (!jt_comm_same_u64(jt_model_checksum(&r->model))) {
         snprintf(err, sizeof err, "initial parameters differ between ranks (checksum)");
         return jt_comm_agree_report(JT_ERANKS, err);
@@ -615,6 +625,11 @@ jt_status jt_train_run(const jt_train_args *a) {
     install_signals();
     jt_status st = setup(&r, a);
     if (st == JT_OK) st = setup_comm(&r);
+    if (st == JT_OK) {
+        char err[256] = "";
+        st = jt_comm_agree_report(jt_watchdog_start(r.cfg.train.watchdog_s, err, sizeof err), err);
+        jt_watch_step(r.step);
+    }
     if (st != JT_OK) {
         if (r.rank == 0) status_set("failed", r.step, st == JT_EUSAGE ? "2" : st == JT_EDATA ? "3"
                                     : st == JT_ECKPT ? "4" : "6", 0);
@@ -653,7 +668,7 @@ jt_status jt_train_run(const jt_train_args *a) {
 
         char when[24];
         snprintf(when, sizeof when, "%llu", (unsigned long long)r.step);
-        test_fault(r.rank, when, p->w);
+        test_fault(r.rank, when, p->w, r.cfg.train.watchdog_s);
         memset(p->g, 0, (p->total + JT_PARAMS_CTRL) * sizeof(float));
         for (size_t h = 0; h < nh; h++)
             labelled[h] = b->labelled[m->chains[m->n_blocks + h].target_array];
@@ -709,6 +724,7 @@ jt_status jt_train_run(const jt_train_args *a) {
         t = jt_now();
         jt_trace_event(r.trace, JT_TRACE_COMPUTE, "optimizer", t1, t, r.step, NULL, 0);
         r.step++;
+        jt_watch_step(r.step);
 
         for (size_t i = 0; i < nf; i++) interval[i] += ctrl[i];
         interval[nf] += (double)b->global_n;
@@ -774,7 +790,7 @@ jt_status jt_train_run(const jt_train_args *a) {
     /* Everything is saved: a signal during the final evaluation ends the process at once. */
     g_in_loop = 0;
     if (st == JT_OK && g_stop_signal) stop_now((int)g_stop_signal);
-    if (st == JT_OK) test_fault(r.rank, "eval", p->w);
+    if (st == JT_OK) test_fault(r.rank, "eval", p->w, r.cfg.train.watchdog_s);
     t = jt_now();
     if (st == JT_OK) {
         print_eval(&r, r.cfg.data.eval);

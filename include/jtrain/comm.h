@@ -10,8 +10,11 @@
 
 #include "jtrain/common.h"
 
-/* MPI_Init (thread level FUNNELED); installs jt_comm_abort as the fatal-error handler. */
+/* MPI_Init asking for thread level MULTIPLE (the watchdog's thread uses the side channel below
+ * while the main thread runs collectives); installs jt_comm_abort as the fatal-error handler. */
 void jt_comm_init(int *argc, char ***argv);
+/* 1 if MPI granted MPI_THREAD_MULTIPLE to this process. */
+int jt_comm_thread_multiple(void);
 void jt_comm_finalize(void);
 int jt_comm_rank(void);
 int jt_comm_size(void);
@@ -22,6 +25,10 @@ void jt_comm_abort(int code) __attribute__((noreturn));
 void jt_comm_sum_f32(float *buf, size_t n);
 void jt_comm_sum_f64(double *buf, size_t n);
 void jt_comm_sum_u64(uint64_t *buf, size_t n);
+/* Every blocking wait below (the collectives, jt_comm_xfer_wait, jt_comm_reducer_wait, the
+ * reducer's set-up and tear-down) is announced to the watchdog (watchdog.h: jt_watch_enter and
+ * jt_watch_leave), so it can tell a rank waiting for its peers from one that is busy. */
+
 /* Returns the largest status of all ranks (JT_OK only if every rank is OK). Use it after every
  * step that may fail on one rank only, so all ranks fail together instead of hanging. If first
  * is not NULL it receives the lowest failing rank (-1 if none), the one that should report. */
@@ -68,8 +75,8 @@ void jt_comm_poll(void);
  * - JT_REDUCE_MPI: one MPI_Iallreduce per bucket on MPI_COMM_WORLD; with a single bucket, one
  *   blocking MPI_Allreduce in wait (Open MPI 4.1's is much faster than its MPI_Iallreduce).
  * - JT_REDUCE_AUTO: SHM when some node holds two or more ranks, else MPI.
- * With one rank in all, nothing is summed. Progress is driven by the caller's thread (MPI is
- * initialised FUNNELED): start and progress never block, wait spins until every bucket is done
+ * With one rank in all, nothing is summed. Progress is driven by the caller's thread (no other
+ * thread touches these requests): start and progress never block, wait spins until every bucket is done
  * (yielding the CPU between polls only when the node has more ranks than CPUs), polling started
  * exchanges meanwhile.
  * Test hook: JTRAIN_TEST_NODE_SIZE=K makes "nodes" of K consecutive ranks instead of asking MPI
@@ -98,5 +105,25 @@ void jt_comm_reducer_times(const jt_comm_reducer *r, size_t i, double *started, 
 const char *jt_comm_reducer_describe(const jt_comm_reducer *r);
 /* Collective; NULL-safe. */
 void jt_comm_reducer_free(jt_comm_reducer *r);
+
+/* A side channel for one helper thread (the watchdog's): its own duplicate of MPI_COMM_WORLD on
+ * which that thread alone exchanges small messages with non-blocking point-to-point calls while
+ * the main thread runs collectives on MPI_COMM_WORLD. Needs MPI_THREAD_MULTIPLE. At most one
+ * send per destination is in flight: a send to a peer whose previous one has not completed is
+ * refused (a stopped peer costs one buffered message, not a growing queue). */
+typedef struct jt_comm_side jt_comm_side;
+/* Collective, main thread. Messages are at most max_bytes long. */
+jt_comm_side *jt_comm_side_new(size_t max_bytes);
+/* Starts sending buf[0, bytes) to dest with tag (>= 0) and returns 1, or returns 0 (nothing
+ * sent) while the previous send to dest is in flight. Never blocks; buf may be reused at once. */
+int jt_comm_side_send(jt_comm_side *s, int dest, int tag, const void *buf, size_t bytes);
+/* Receives one message that has arrived, if any: returns 1 and sets *src, *tag and *bytes;
+ * else 0. Never blocks. Messages from one sender arrive in the order they were sent. */
+int jt_comm_side_recv(jt_comm_side *s, int *src, int *tag, void *buf, size_t cap, size_t *bytes);
+/* 1 when no send is in flight any more. Never blocks. */
+int jt_comm_side_idle(jt_comm_side *s);
+/* Collective, main thread, after the helper thread has stopped using it with every send
+ * completed and every message sent to it received (checked). NULL-safe. */
+void jt_comm_side_free(jt_comm_side *s);
 
 #endif

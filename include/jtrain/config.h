@@ -78,6 +78,8 @@ typedef struct {
         long eval_every;   /* >= 0; default 0 = only at the end */
         long threads;      /* OpenBLAS threads per rank, in [0, 4096]; default 0 = 1 when N > 1,
                               else OpenBLAS' own */
+        double watchdog_s; /* >= 0 seconds; default 600; 0 = off: how long a rank may wait in a
+                              collective for a peer that stopped or is stuck (watchdog.h) */
     } train;
     struct {
         char dir[JT_PATH_MAX]; /* default "runs/<config file name without its extension>"

@@ -203,6 +203,7 @@ static void test_defaults(void **state) {
     assert_true(c.train.clip_norm == 0.0);
     assert_int_equal(c.train.eval_every, 0);
     assert_int_equal(c.train.threads, 0);
+    assert_true(c.train.watchdog_s == 600.0);
     assert_true(c.heads[0].weight == 1.0);
     assert_string_equal(c.checkpoint.dir, "runs/min-run.v2");
     assert_int_equal(c.checkpoint.every_steps, 0);
@@ -228,8 +229,9 @@ static void test_defaults(void **state) {
 static void test_full_values(void **state) {
     (void)state;
     jt_config c;
-    char *text = full_text();
+    char *text = full_edit(0, NULL, 26, "  watchdog_s: 20.5");
     parse_ok(&c, text, NULL, 0);
+    assert_true(c.train.watchdog_s == 20.5);
     assert_int_equal(c.train.seed, 7);
     assert_true(c.train.adam.lr == 0.01);
     assert_true(c.train.adam.beta2 == 0.999); /* default kept beside a given lr */
@@ -291,6 +293,10 @@ static void test_bad_numbers(void **state) {
     expect_full_error(20, "  seed: -1", 0, NULL, SRC ":20:", "train.seed", NULL);
     expect_full_error(20, "  seed: 18446744073709551616", 0, NULL, SRC ":20:", "train.seed", NULL);
     expect_full_error(24, "  clip_norm: -1", 0, NULL, SRC ":24:", "train.clip_norm", NULL);
+    expect_full_error(0, NULL, 26, "  watchdog_s: -1", SRC ":27:", "train.watchdog_s",
+                      "expected a number >= 0, found '-1'");
+    expect_full_error(0, NULL, 26, "  watchdog_s: off", SRC ":27:", "train.watchdog_s", "'off'");
+    expect_full_error(0, NULL, 26, "  watchdog_s: .inf", SRC ":27:", "train.watchdog_s", NULL);
     expect_full_error(30, "  keep: 0", 0, NULL, SRC ":30:", "checkpoint.keep", NULL);
     expect_full_error(32, "  every_steps: 0", 0, NULL, SRC ":32:", "log.every_steps", NULL);
     expect_full_error(29, "  every_steps: -5", 0, NULL, SRC ":29:", "checkpoint.every_steps", NULL);
@@ -503,6 +509,7 @@ static void assert_config_equal(const jt_config *a, const jt_config *b) {
     assert_true(a->train.clip_norm == b->train.clip_norm);
     assert_int_equal(a->train.eval_every, b->train.eval_every);
     assert_int_equal(a->train.threads, b->train.threads);
+    assert_true(a->train.watchdog_s == b->train.watchdog_s);
     assert_string_equal(a->checkpoint.dir, b->checkpoint.dir);
     assert_int_equal(a->checkpoint.every_steps, b->checkpoint.every_steps);
     assert_int_equal(a->checkpoint.keep, b->checkpoint.keep);
@@ -553,6 +560,9 @@ static void test_round_trip(void **state) {
         " optimizer: {lr: 0.1, eps: 3.0000000000000004e-9, weight_decay: 1e-300}}",
     };
     round_trip(MIN, all, 8);
+    const char *off = "train.watchdog_s=0", *frac = "train.watchdog_s=0.1";
+    round_trip(MIN, &off, 1);
+    round_trip(MIN, &frac, 1);
 
     jt_config c;
     parse_ok(&c, MIN, all, 8);
@@ -572,6 +582,20 @@ static void test_round_trip(void **state) {
     assert_non_null(strstr(y, "- layernorm\n"));
     assert_non_null(strstr(y, "weight: 0.30000000000000004"));
     assert_non_null(strstr(y, "lr: 0.1,"));
+    free(y);
+    jt_config_free(&c);
+    const char *hundred = "model.heads.a.weight=100"; /* whole numbers in full, not 1e+02 */
+    round_trip(MIN, &hundred, 1);
+    parse_ok(&c, MIN, &hundred, 1);
+    y = jt_config_to_yaml(&c);
+    assert_non_null(y);
+    assert_non_null(strstr(y, "weight: 100\n"));
+    free(y);
+    jt_config_free(&c);
+    parse_ok(&c, MIN, NULL, 0); /* the default is emitted, as every key is */
+    y = jt_config_to_yaml(&c);
+    assert_non_null(y);
+    assert_non_null(strstr(y, "  watchdog_s: 600\n"));
     free(y);
     jt_config_free(&c);
 }
