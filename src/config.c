@@ -8,7 +8,6 @@
 #include "jtrain/config.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,32 +18,6 @@
 #define JT_CONFIG_MAX_BYTES (16u << 20)
 /* Nesting limit when copying an override's value into the document (aliases can loop). */
 #define JT_SET_MAX_DEPTH 32
-
-int jt_cfg_node_id(const jt_cfg_doc *d, const yaml_node_t *n) {
-    return (int)(n - d->doc.nodes.start) + 1;
-}
-
-int jt_cfg_line(const jt_cfg_doc *d, const yaml_node_t *n) {
-    if (d->first_set_node > 0 && jt_cfg_node_id(d, n) >= d->first_set_node) return 0;
-    return (int)n->start_mark.line + 1;
-}
-
-jt_status jt_cfg_fail(const jt_cfg_doc *d, const yaml_node_t *n, const char *key,
-                      const char *fmt, ...) {
-    char msg[768];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    int line = n ? jt_cfg_line(d, n) : -1;
-    if (line < 0)
-        snprintf(d->err, d->errlen, "%s: %s: %s", d->source, key, msg);
-    else if (line == 0)
-        snprintf(d->err, d->errlen, "%s:--set: %s: %s", d->source, key, msg);
-    else
-        snprintf(d->err, d->errlen, "%s:%d: %s: %s", d->source, line, key, msg);
-    return JT_EUSAGE;
-}
 
 /* Copies node `id` of src (and everything under it) into dst; returns the new index, or 0 when
  * libyaml runs out of memory or the value nests deeper than JT_SET_MAX_DEPTH. */

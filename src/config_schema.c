@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,38 @@ static const char *const k_train[] = {"epochs",    "steps",      "batch_size", "
 static const char *const k_optim[] = {"name", "lr", "beta1", "beta2", "eps", "weight_decay", NULL};
 static const char *const k_ckpt[] = {"dir", "every_steps", "keep", NULL};
 static const char *const k_log[] = {"every_steps", "metrics", "trace", NULL};
+
+/* The 1-based index of node n in d->doc (nodes live in one array). */
+static int jt_cfg_node_id(const jt_cfg_doc *d, const yaml_node_t *n) {
+    return (int)(n - d->doc.nodes.start) + 1;
+}
+
+/* The 1-based line of node n in the file, or 0 for a node made by --set. */
+static int jt_cfg_line(const jt_cfg_doc *d, const yaml_node_t *n) {
+    if (d->first_set_node > 0 && jt_cfg_node_id(d, n) >= d->first_set_node) return 0;
+    return (int)n->start_mark.line + 1;
+}
+
+/* Writes "<source>:<line>: <key>: <message>" into d->err (line from node n, "--set" for an
+ * override's node, omitted when n is NULL) and returns JT_EUSAGE. */
+static jt_status jt_cfg_fail(const jt_cfg_doc *d, const yaml_node_t *n, const char *key,
+                             const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static jt_status jt_cfg_fail(const jt_cfg_doc *d, const yaml_node_t *n, const char *key,
+                             const char *fmt, ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int line = n ? jt_cfg_line(d, n) : -1;
+    if (line < 0)
+        snprintf(d->err, d->errlen, "%s: %s: %s", d->source, key, msg);
+    else if (line == 0)
+        snprintf(d->err, d->errlen, "%s:--set: %s: %s", d->source, key, msg);
+    else
+        snprintf(d->err, d->errlen, "%s:%d: %s: %s", d->source, line, key, msg);
+    return JT_EUSAGE;
+}
 
 static yaml_node_t *node_at(jt_cfg_doc *d, int id) { return yaml_document_get_node(&d->doc, id); }
 
