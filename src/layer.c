@@ -6,6 +6,7 @@
 #include "jtrain/layer.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -84,54 +85,69 @@ static int kind_accepts(const jt_layer_ops *ops, const char *key) {
 #define JT_MAX_UNITS (1L << 24)
 #define JT_MAX_WINDOW 4096L
 
+#define JT_OPT(field) offsetof(jt_layer_opts, field)
+
+static const jt_layer_setting g_settings[] = {
+    {"units", JT_SETTING_INT, JT_OPT(units), 1, JT_MAX_UNITS, {NULL, NULL}, NULL},
+    {"filters", JT_SETTING_INT, JT_OPT(filters), 1, JT_MAX_UNITS, {NULL, NULL}, NULL},
+    {"kernel", JT_SETTING_INT, JT_OPT(kernel), 1, JT_MAX_WINDOW, {NULL, NULL}, NULL},
+    {"stride", JT_SETTING_INT, JT_OPT(stride), 1, JT_MAX_WINDOW, {NULL, NULL}, NULL},
+    {"size", JT_SETTING_INT, JT_OPT(size), 1, JT_MAX_WINDOW, {NULL, NULL}, NULL},
+    {"heads", JT_SETTING_INT, JT_OPT(heads), 1, JT_MAX_WINDOW, {NULL, NULL}, NULL},
+    {"rate", JT_SETTING_RATE, JT_OPT(rate), 0, 0, {NULL, NULL}, "a number in [0, 1)"},
+    {"padding", JT_SETTING_WORD, JT_OPT(padding_same), 0, 1, {"valid", "same"},
+     "'valid' or 'same'"},
+    {"return_sequences", JT_SETTING_WORD, JT_OPT(return_sequences), 0, 1, {"false", "true"},
+     "true or false"},
+    {"context", JT_SETTING_NAME, JT_OPT(context), 0, 0, {NULL, NULL},
+     "a block name (1 to 63 characters)"},
+};
+
+const jt_layer_setting *jt_layer_setting_find(const char *key) {
+    for (size_t i = 0; key && i < sizeof g_settings / sizeof g_settings[0]; i++)
+        if (strcmp(g_settings[i].key, key) == 0) return &g_settings[i];
+    return NULL;
+}
+
+/* Stores kv's value in the field of o that the table names, or writes a message. */
 static jt_status parse_one(const char *kind, const jt_layer_kv *kv, jt_layer_opts *o, char *err,
                            size_t errlen) {
-    const char *k = kv->key, *v = kv->value;
-    long lo = 1, hi = JT_MAX_WINDOW, *target = NULL;
-    const char *expect = NULL;
-    if (strcmp(k, "units") == 0) target = &o->units, hi = JT_MAX_UNITS;
-    else if (strcmp(k, "filters") == 0) target = &o->filters, hi = JT_MAX_UNITS;
-    else if (strcmp(k, "kernel") == 0) target = &o->kernel;
-    else if (strcmp(k, "stride") == 0) target = &o->stride;
-    else if (strcmp(k, "size") == 0) target = &o->size;
-    else if (strcmp(k, "heads") == 0) target = &o->heads;
-    if (target) {
-        if (jt_parse_long(v, lo, hi, target) == 0) return JT_OK;
+    const char *v = kv->value;
+    const jt_layer_setting *s = jt_layer_setting_find(kv->key);
+    JT_CHECK(s != NULL, "layer kind %s lists key '%s' that no parser knows", kind, kv->key);
+    char *field = (char *)o + s->offset;
+    switch (s->type) {
+    case JT_SETTING_INT:
+        if (jt_parse_long(v, s->lo, s->hi, (long *)field) == 0) return JT_OK;
         snprintf(err, errlen, "layer '%s': setting '%s' must be an integer in [%ld, %ld], got '%s' (line %d)",
-                 kind, k, lo, hi, v, kv->line);
+                 kind, s->key, s->lo, s->hi, v, kv->line);
         return JT_EUSAGE;
-    }
-    if (strcmp(k, "rate") == 0) {
+    case JT_SETTING_RATE: {
         double r;
         if (jt_parse_double(v, &r) == 0 && r >= 0.0 && r < 1.0) {
-            o->rate = r;
+            *(double *)field = r;
             return JT_OK;
         }
-        expect = "a number in [0, 1)";
-    } else if (strcmp(k, "padding") == 0) {
-        if (strcmp(v, "valid") == 0 || strcmp(v, "same") == 0) {
-            o->padding_same = strcmp(v, "same") == 0;
-            return JT_OK;
-        }
-        expect = "'valid' or 'same'";
-    } else if (strcmp(k, "return_sequences") == 0) {
-        if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0) {
-            o->return_sequences = strcmp(v, "true") == 0;
-            return JT_OK;
-        }
-        expect = "true or false";
-    } else if (strcmp(k, "context") == 0) {
-        size_t len = strlen(v);
-        if (len > 0 && len < sizeof o->context) {
-            memcpy(o->context, v, len + 1);
-            return JT_OK;
-        }
-        expect = "a block name (1 to 63 characters)";
-    } else {
-        JT_CHECK(0, "layer kind %s lists key '%s' that no parser knows", kind, k);
+        break;
     }
-    snprintf(err, errlen, "layer '%s': setting '%s' must be %s, got '%s' (line %d)", kind, k,
-             expect, v, kv->line);
+    case JT_SETTING_WORD:
+        for (int w = 0; w < 2; w++)
+            if (strcmp(v, s->words[w]) == 0) {
+                *(int *)field = w;
+                return JT_OK;
+            }
+        break;
+    case JT_SETTING_NAME: {
+        size_t len = strlen(v);
+        if (len > 0 && len < JT_NAME_MAX) {
+            memcpy(field, v, len + 1);
+            return JT_OK;
+        }
+        break;
+    }
+    }
+    snprintf(err, errlen, "layer '%s': setting '%s' must be %s, got '%s' (line %d)", kind, s->key,
+             s->expect, v, kv->line);
     return JT_EUSAGE;
 }
 
