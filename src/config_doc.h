@@ -18,6 +18,7 @@ typedef struct {
     yaml_document_t doc;
     const char *source; /* names the config in messages */
     int first_set_node; /* 1-based node index: nodes at or after it were made by --set */
+    size_t n_layers;    /* layers of the blocks and heads checked so far */
     char *err;
     size_t errlen;
 } jt_cfg_doc;

@@ -28,6 +28,11 @@
 #include "jtrain/optim.h"
 
 #define JT_PATH_MAX 1024
+/* Limits on a model config (README "Config"), far above real models, so that every check of a
+ * config and the model built from it stays fast. */
+#define JT_CONFIG_MAX_BLOCKS 256
+#define JT_CONFIG_MAX_HEADS 256
+#define JT_CONFIG_MAX_LAYERS 1024 /* in all blocks and heads together */
 
 typedef struct {
     char kind[32];        /* a layer kind, e.g. "conv2d" */
