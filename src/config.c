@@ -445,6 +445,24 @@ cleanup:
     return st;
 }
 
+jt_status jt_config_total_steps(const jt_config *c, uint64_t steps_per_epoch, uint64_t *total,
+                                char *err, size_t errlen) {
+    *total = 0;
+    if (c->train.steps > 0) {
+        *total = (uint64_t)c->train.steps;
+        return JT_OK;
+    }
+    uint64_t n;
+    if (__builtin_mul_overflow((uint64_t)c->train.epochs, steps_per_epoch, &n) ||
+        n > (uint64_t)JT_CONFIG_MAX_STEPS) {
+        snprintf(err, errlen, "%s: train.epochs: %ld epochs of %llu steps are more than 2^53 "
+                 "steps", c->source, c->train.epochs, (unsigned long long)steps_per_epoch);
+        return JT_EUSAGE;
+    }
+    *total = n;
+    return JT_OK;
+}
+
 void jt_config_free(jt_config *c) {
     if (!c) return;
     for (size_t i = 0; c->blocks && i < c->n_blocks; i++) free(c->blocks[i].layers);

@@ -8,6 +8,7 @@
  * each kind's keys; this file only locates its verdict (line and dotted key). */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -237,7 +238,9 @@ static jt_status get_long(jt_cfg_doc *d, yaml_node_t *map, const char *path, con
     return JT_OK;
 }
 
-/* Reads map.key (if given) as a finite number in the range r. */
+/* Reads map.key (if given) as a number in the range r that is also finite and in the range as a
+ * float, since jtrain computes in float32: 1e300 would become inf there, 1e-50 zero and
+ * 0.99999999999 one. */
 static jt_status get_double(jt_cfg_doc *d, yaml_node_t *map, const char *path, const char *key,
                             jt_range r, double *out) {
     yaml_node_t *v = get(d, map, key);
@@ -252,6 +255,14 @@ static jt_status get_double(jt_cfg_doc *d, yaml_node_t *map, const char *path, c
         return expected(d, v, full, what);
     int ok = r == JT_RANGE_POS ? x > 0 : r == JT_RANGE_NONNEG ? x >= 0 : (x >= 0 && x < 1);
     if (!ok) return expected(d, v, full, what);
+    float f = (float)x;
+    ok = r == JT_RANGE_POS ? f > 0 && f <= FLT_MAX : r == JT_RANGE_NONNEG ? f <= FLT_MAX : f < 1;
+    if (!ok)
+        return expected(d, v, full,
+                        r == JT_RANGE_POS      ? "a number > 0 that a float holds (1.4e-45 to 3.4e+38)"
+                        : r == JT_RANGE_NONNEG ? "a number >= 0 that a float holds (at most 3.4e+38)"
+                                               : "a number in [0, 1) that stays below 1 as a float "
+                                                 "(at most 0.99999994)");
     *out = x;
     return JT_OK;
 }
@@ -558,8 +569,8 @@ static jt_status parse_train(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
      * (--set train.epochs=0 --set train.steps=100). */
     yaml_node_t *e = get(d, s, "epochs"), *n = get(d, s, "steps");
     yaml_node_t *tk = get_key(d, root, "train");
-    if ((st = get_long(d, s, "train", "epochs", 0, LONG_MAX, &c->train.epochs)) ||
-        (st = get_long(d, s, "train", "steps", 0, LONG_MAX, &c->train.steps)))
+    if ((st = get_long(d, s, "train", "epochs", 0, JT_CONFIG_MAX_EPOCHS, &c->train.epochs)) ||
+        (st = get_long(d, s, "train", "steps", 0, JT_CONFIG_MAX_STEPS, &c->train.steps)))
         return st;
     if (c->train.epochs > 0 && c->train.steps > 0) { /* blame the later: an override, or line */
         int steps_last = jt_cfg_node_id(d, n) > jt_cfg_node_id(d, e);

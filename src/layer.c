@@ -124,7 +124,7 @@ static jt_status parse_one(const char *kind, const jt_layer_kv *kv, jt_layer_opt
         return JT_EUSAGE;
     case JT_SETTING_RATE: {
         double r;
-        if (jt_parse_double(v, &r) == 0 && r >= 0.0 && r < 1.0) {
+        if (jt_parse_double(v, &r) == 0 && r >= 0.0 && (float)r < 1.0f) { /* < 1 as a float too */
             *(double *)field = r;
             return JT_OK;
         }

@@ -57,7 +57,7 @@ typedef struct {
  * writing them back (jt_config_to_yaml), so the two cannot disagree. */
 typedef enum {
     JT_SETTING_INT,  /* long in [lo, hi]; 0 means not given (then not written back) */
-    JT_SETTING_RATE, /* double in [0, 1); 0 means not given (then not written back) */
+    JT_SETTING_RATE, /* double in [0, 1), below 1 as a float too; 0 means not given (not written) */
     JT_SETTING_WORD, /* int 0 or 1, written as words[0] or words[1] (always written back) */
     JT_SETTING_NAME, /* char[JT_NAME_MAX], a block name; "" means not given */
 } jt_setting_type;
