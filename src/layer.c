@@ -49,7 +49,7 @@ const jt_layer_ops *const *jt_layer_kinds(void) { return g_kinds; }
 
 size_t jt_shape_size(const jt_shape *s) {
     size_t n = 1;
-    for (int i = 0; i < s->ndim; i++) n *= s->d[i];
+    for (int i = 0; i < s->ndim; i++) n = jt_size_mul(n, s->d[i]);
     return n;
 }
 
@@ -186,6 +186,24 @@ jt_status jt_layer_opts_parse(const char *kind, const jt_layer_kv *kv, size_t n_
     return JT_OK;
 }
 
+/* Sizes saturate at SIZE_MAX (jt_size_mul) instead of wrapping around, so a layer whose
+ * parameters, output for max_n rows or workspace overflowed is refused here, by name, before
+ * the model adds up its memory (jt_model_build). */
+static jt_status check_sizes(const jt_layer *l, const jt_params *p, char *err, size_t errlen) {
+    const char *what = NULL;
+    for (int i = 0; i < l->n_params; i++)
+        if (jt_size_mul(p->views[l->view[i]].size, 4 * sizeof(float)) == SIZE_MAX) what = "parameters";
+    if (!what && jt_size_mul(p->total, 4 * sizeof(float)) == SIZE_MAX)
+        what = "parameters, with those of the layers before it,";
+    if (jt_size_mul(jt_size_mul(l->max_n, jt_shape_size(&l->out)), 2 * sizeof(float)) == SIZE_MAX)
+        what = "outputs";
+    if (jt_size_mul(l->ws_floats, sizeof(float)) == SIZE_MAX) what = "workspace";
+    if (what)
+        return jt_layer_err(l, err, errlen, "its %s for %zu rows per rank would take more than "
+                            "2^64 bytes", what, l->max_n);
+    return JT_OK;
+}
+
 jt_status jt_layer_setup(jt_layer *l, const char *kind, const char *name,
                          const jt_layer_opts *opts, const jt_shape *in, const jt_shape *aux,
                          size_t max_n, jt_params *p, char *err, size_t errlen) {
@@ -207,7 +225,8 @@ jt_status jt_layer_setup(jt_layer *l, const char *kind, const char *name,
     JT_CHECK(in->ndim >= 1 && in->ndim <= JT_SHAPE_MAX_DIMS, "layer %s: bad input ndim %d", name,
              in->ndim);
     JT_CHECK(max_n > 0, "layer %s: max_n is 0", name);
-    return l->ops->setup(l, p, err, errlen);
+    jt_status st = l->ops->setup(l, p, err, errlen);
+    return st == JT_OK ? check_sizes(l, p, err, errlen) : st;
 }
 
 void jt_layer_bind(jt_layer *l, const jt_params *p) {
