@@ -16,6 +16,14 @@
 #include <string.h>
 
 #include "config_doc.h"
+#include "jtrain/batch.h"
+#include "jtrain/train.h"
+
+/* What the limits of config.h stand for. */
+_Static_assert(JT_CONFIG_MAX_HEADS * JT_HEAD_EVAL_FIELDS + 1 <= JT_PARAMS_CTRL,
+               "the trainer cannot carry the metrics of JT_CONFIG_MAX_HEADS heads");
+_Static_assert(JT_CONFIG_MAX_ARRAYS <= JT_MODEL_MAX_ARRAYS &&
+               JT_CONFIG_MAX_ARRAYS <= JT_BATCH_MAX_ARRAYS, "more arrays than a model or batch holds");
 
 #define JT_KEY_MAX 384 /* a dotted key in a message */
 
@@ -509,11 +517,13 @@ static jt_status check_block_loops(const jt_config *c, jt_cfg_doc *d, yaml_node_
     return st;
 }
 
-/* model.heads into c->heads (at most JT_CONFIG_MAX_HEADS); inputs must be blocks. */
+/* model.heads into c->heads (at most JT_CONFIG_MAX_HEADS); inputs must be blocks. *out: the
+ * mapping. */
 static jt_status parse_heads(jt_config *c, jt_cfg_doc *d, yaml_node_t *s, yaml_node_t *mk,
-                             const key_ref *byname) {
+                             const key_ref *byname, yaml_node_t **out) {
     yaml_node_t *hm = NULL;
     jt_status st = named_map(d, s, mk, "heads", &hm, &c->n_heads);
+    *out = hm;
     if (st != JT_OK) return st;
     c->heads = jt_xcalloc(c->n_heads, sizeof *c->heads);
     for (size_t i = 0; i < c->n_heads; i++) {
@@ -544,6 +554,42 @@ static jt_status parse_heads(jt_config *c, jt_cfg_doc *d, yaml_node_t *s, yaml_n
     return JT_OK;
 }
 
+/* Adds name to the list of distinct names (at most JT_CONFIG_MAX_ARRAYS, so a linear search);
+ * returns 0 when that would make it longer than the limit. */
+static int add_array(const char **list, size_t *n, const char *name) {
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(list[i], name) == 0) return 1;
+    if (*n == JT_CONFIG_MAX_ARRAYS) return 0;
+    list[(*n)++] = name;
+    return 1;
+}
+
+/* The data set arrays the model reads (block inputs that are no block, head targets) are at most
+ * JT_CONFIG_MAX_ARRAYS; the message names the block or head that needs one too many. */
+static jt_status check_arrays(const jt_config *c, jt_cfg_doc *d, const key_ref *byname,
+                              yaml_node_t *bm, yaml_node_t *hm) {
+    const char *inputs[JT_CONFIG_MAX_ARRAYS], *targets[JT_CONFIG_MAX_ARRAYS];
+    size_t ni = 0, nt = 0;
+    for (size_t i = 0; i < c->n_blocks + c->n_heads; i++) {
+        int head = i >= c->n_blocks;
+        size_t j = head ? i - c->n_blocks : i;
+        const char *name = head ? c->heads[j].target : c->blocks[j].input;
+        if (!head && find_block(byname, c->n_blocks, name) >= 0) continue;
+        if (head ? add_array(targets, &nt, name) : add_array(inputs, &ni, name))
+            if (ni + nt <= JT_CONFIG_MAX_ARRAYS) continue;
+        yaml_node_t *map = head ? hm : bm;
+        yaml_node_t *v = node_at(d, map->data.mapping.pairs.start[j].value);
+        char path[JT_KEY_MAX], full[JT_KEY_MAX];
+        join(path, head ? "model.heads" : "model.blocks", head ? c->heads[j].name : c->blocks[j].name);
+        join(full, path, head ? "target" : "input");
+        return jt_cfg_fail(d, get(d, v, head ? "target" : "input"), full,
+                           "'%s' would be data set array number %d (inputs and targets), more "
+                           "than the limit of %d", name, JT_CONFIG_MAX_ARRAYS + 1,
+                           JT_CONFIG_MAX_ARRAYS);
+    }
+    return JT_OK;
+}
+
 static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
     yaml_node_t *s = get(d, root, "model"), *bm = NULL;
     if (!s) return missing(d, root, "model", "blocks");
@@ -554,8 +600,10 @@ static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
     key_ref *byname = jt_xcalloc(c->n_blocks, sizeof *byname);
     for (size_t i = 0; i < c->n_blocks; i++) byname[i] = (key_ref){c->blocks[i].name, i};
     qsort(byname, c->n_blocks, sizeof *byname, key_ref_cmp);
+    yaml_node_t *hm = NULL;
     st = check_block_loops(c, d, bm, byname);
-    if (st == JT_OK) st = parse_heads(c, d, s, mk, byname);
+    if (st == JT_OK) st = parse_heads(c, d, s, mk, byname, &hm);
+    if (st == JT_OK) st = check_arrays(c, d, byname, bm, hm);
     free(byname);
     return st;
 }

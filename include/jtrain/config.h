@@ -29,10 +29,13 @@
 
 #define JT_PATH_MAX 1024
 /* Limits on a model config (README "Config"), far above real models, so that every check of a
- * config and the model built from it stays fast. */
+ * config and the model built from it stays fast; heads and arrays are what the trainer can
+ * carry (each head's metrics ride in the gradient buffer's 64-float control tail; a batch holds
+ * at most 16 arrays). */
 #define JT_CONFIG_MAX_BLOCKS 256
-#define JT_CONFIG_MAX_HEADS 256
+#define JT_CONFIG_MAX_HEADS 12
 #define JT_CONFIG_MAX_LAYERS 1024 /* in all blocks and heads together */
+#define JT_CONFIG_MAX_ARRAYS 16   /* data set arrays: block inputs and head targets */
 /* A run's length: steps stay exact in a double (JSON readers of the metrics), and epochs times
  * steps per epoch cannot wrap around (jt_config_total_steps). */
 #define JT_CONFIG_MAX_STEPS (1L << 53)
