@@ -75,8 +75,8 @@ static jt_status scan_fail(const jt_cfg_doc *d, const char *set, const yaml_mark
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (set)
-        snprintf(d->err, d->errlen, "--set %s: %s", set, msg);
+    if (set) /* an override can be long: its start names it */
+        snprintf(d->err, d->errlen, "--set %.60s%s: %s", set, strlen(set) > 60 ? "..." : "", msg);
     else
         snprintf(d->err, d->errlen, "%s:%lu: %s", d->source, (unsigned long)mk->line + 1, msg);
     return JT_EUSAGE;
@@ -107,8 +107,8 @@ static jt_status prescan(const jt_cfg_doc *d, const char *text, const char *set,
         yaml_event_t ev;
         if (!yaml_parser_parse(&p, &ev)) {
             if (set)
-                snprintf(d->err, d->errlen, "--set %s: the value is not valid YAML: %s", set,
-                         p.problem ? p.problem : "syntax error");
+                scan_fail(d, set, &p.problem_mark, "the value is not valid YAML: %s",
+                          p.problem ? p.problem : "syntax error");
             else
                 syntax_error(d, &p, text);
             st = JT_EUSAGE;
@@ -433,8 +433,11 @@ jt_status jt_config_load(jt_config *c, const char *path, const char *const *sets
         snprintf(err, errlen, "%s: cannot read config: %s", path, strerror(errno));
         goto cleanup;
     }
-    if (memchr(text, '\0', n)) {
-        snprintf(err, errlen, "%s: not a config: contains NUL bytes (a binary file?)", path);
+    const char *nul = memchr(text, '\0', n);
+    if (nul) {
+        text[n] = '\0'; /* line_at stops at the NUL */
+        snprintf(err, errlen, "%s:%lu: not a config: contains a NUL byte (a binary file?)", path,
+                 line_at(text, (size_t)(nul - text)));
         goto cleanup;
     }
     text[n] = '\0';
