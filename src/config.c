@@ -20,7 +20,7 @@
 
 /* A config larger than this is certainly a wrong file (a data set, a checkpoint). */
 #define JT_CONFIG_MAX_BYTES (16u << 20)
-/* Nesting limit when copying an override's value into the document (aliases can loop). */
+/* Nesting limit when copying an override's value into the document. */
 #define JT_SET_MAX_DEPTH 32
 /* Limits on the YAML of a config and its overrides, far above any real config (the recipes have
  * ~100 values, 6 levels deep, no anchors) and low enough that the worst text is refused fast:
