@@ -65,11 +65,12 @@ grep -q "metrics: avfm/metrics.jsonl" f.log || { grep metrics f.log; fail "recip
 pass "the AVFM recipe writes its metrics into checkpoint.dir"
 
 # Checkpoints that cannot hurt (README "Checkpoints"), end to end.
-# A step that makes the parameters Inf (lr 1e300 is Inf as a float): exit 5, latest stays.
+# A step that makes the parameters Inf (lr 3e38 is the largest float, so lr / (1 - beta1^t),
+# Adam's step size, is Inf): exit 5, latest stays.
 train --set checkpoint.dir=inf --set train.steps=10 > g.log 2>&1 || { cat g.log; fail "inf: first run"; }
 expect_exit 5 "not written.*is (inf|nan|-inf).*previous latest stays" -- \
   "$JTRAIN" train "$cfg" --set checkpoint.dir=inf --set train.steps=11 \
-  --set train.optimizer.lr=1e300 --resume auto
+  --set train.optimizer.lr=3e38 --resume auto
 [ "$(cat inf/latest)" = ckpt-00000010.h5 ] && [ ! -e inf/ckpt-00000011.h5 ] \
   || fail "a non-finite checkpoint was published: $(ls inf)"
 grep -q "^failed 11 5$" inf/status || fail "status after exit 5: $(cat inf/status)"
