@@ -484,9 +484,8 @@ static jt_status setup(run *r, const jt_train_args *a) {
         return jt_comm_agree_report(JT_ERANKS, err);
     }
     jt_batcher_init(&r->batcher, &r->train, (size_t)c->train.batch_size, c->train.seed);
-    r->total_steps = c->train.steps > 0
-                         ? (uint64_t)c->train.steps
-                         : (uint64_t)c->train.epochs * r->batcher.steps_per_epoch;
+    st = jt_config_total_steps(c, r->batcher.steps_per_epoch, &r->total_steps, err, sizeof err);
+    if ((st = jt_comm_agree_report(st, err)) != JT_OK) return st;
     if (a->resume) {
         st = restore(r, a->resume);
         if (st != JT_OK) return st;
