@@ -12,6 +12,16 @@
 #include "jtrain/rng.h"
 
 
+size_t jt_batcher_bytes(const jt_split *split, size_t batch_size, size_t max_local) {
+    size_t record = 0;
+    for (size_t a = 0; a < split->n_arrays; a++)
+        record = jt_size_add(record, jt_array_row_bytes(&split->arrays[a]));
+    /* per slot: rows, send (B records), recv and the arrays (max_local records each) */
+    size_t slot = jt_size_add(jt_size_mul(max_local, sizeof(uint64_t)),
+                              jt_size_mul(jt_size_add(batch_size, jt_size_mul(2, max_local)), record));
+    return jt_size_add(jt_size_mul(split->n, sizeof(uint64_t)), jt_size_mul(2, slot));
+}
+
 void jt_batcher_init(jt_batcher *bt, const jt_split *split, size_t batch_size, uint64_t seed) {
     memset(bt, 0, sizeof *bt);
     JT_CHECK(split->n_arrays <= JT_BATCH_MAX_ARRAYS, "too many arrays (%zu)", split->n_arrays);

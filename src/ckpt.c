@@ -1,9 +1,12 @@
-/* ckpt.c - checkpoints: one HDF5 file per saved step, written atomically by rank 0 (ckpt.h).
+/* ckpt.c - checkpoints: the HDF5 file of one saved step, written atomically by rank 0, and
+ * loading it (ckpt.h). The folder around it (latest, pruning, free space, temp files, choosing
+ * what to resume) is ckpt_dir.c.
  *
  * Invariants: a file called ckpt-<step>.h5 is always complete (it only appears by rename()
- * after fsync), and `latest` only ever names such a file, so a crash at any point leaves the
- * previous checkpoint intact and loadable. Loading reads and checks everything into temporary
- * buffers first; a rejected checkpoint never changes the model or the caller's state.
+ * after fsync) and holds only finite values (save checks before building it), and `latest`
+ * only ever names such a file, so a crash at any point leaves the previous checkpoint intact
+ * and loadable. Loading reads and checks everything into temporary buffers first; a rejected
+ * checkpoint never changes the model or the caller's state.
  *
  * RNG state: every random stream in jtrain is derived afresh from (seed, purpose, epoch, step,
  * rank, ...) and none is carried from one step to the next, so the seed together with the data
@@ -11,11 +14,10 @@
  * numbers lets a resumed run draw exactly what the saved run would have drawn next. */
 #include "jtrain/ckpt.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <stdarg.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,25 +28,16 @@
 
 #include <hdf5.h>
 
+#include "ckpt_dir.h"
+
 #define CKPT_FORMAT "checkpoint"
 #define CKPT_VERSION 1
-#define CKPT_PATH_MAX 4096
-#define STALE_TEMP_SECONDS 3600 /* a writer's temp file this old belongs to a crashed process */
 
 static const char *const SECTIONS[3] = {"params", "adam/m", "adam/v"};
 
 /* ---------- small helpers ---------- */
 
-__attribute__((format(printf, 3, 4)))
-static jt_status fail(char *err, size_t errlen, const char *fmt, ...) {
-    if (err && errlen) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(err, errlen, fmt, ap);
-        va_end(ap);
-    }
-    return JT_ECKPT;
-}
+#define fail jt_ckpt_failf /* ckpt_dir.h */
 
 /* jtrain reports HDF5 failures itself (DESIGN.md); idempotent. */
 static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
@@ -225,122 +218,44 @@ cleanup:
     return rc;
 }
 
-/* ---------- files and directories ---------- */
+/* ---------- finite values ---------- */
 
-/* mkdir -p: 0, or -1 with errno set. */
-static int mkdir_p(const char *dir) {
-    char tmp[CKPT_PATH_MAX];
-    size_t n = strlen(dir);
-    if (n == 0 || n >= sizeof tmp) {
-        errno = ENAMETOOLONG;
-        return -1;
+/* Index of the first value of x[0..n) that is Inf or NaN, or n. The common all-finite case is
+ * one vectorisable pass: the largest magnitude's bit pattern reaches the exponent's all-ones
+ * pattern 0x7f800000 exactly when some value is not finite. */
+static size_t first_nonfinite(const float *x, size_t n) {
+    uint32_t worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &x[i], 4);
+        u &= 0x7fffffffu;
+        worst = u > worst ? u : worst;
     }
-    memcpy(tmp, dir, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (tmp[i] != '/' && tmp[i] != '\0') continue;
-        char c = tmp[i];
-        tmp[i] = '\0';
-        if (mkdir(tmp, 0777) != 0 && errno != EEXIST) return -1;
-        tmp[i] = c;
-    }
-    struct stat sb;
-    if (stat(dir, &sb) != 0) return -1;
-    if (!S_ISDIR(sb.st_mode)) {
-        errno = ENOTDIR;
-        return -1;
+    if (worst < 0x7f800000u) return n;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(x[i])) return i;
+    return n;
+}
+
+static const char *nonfinite_name(float x) { return isnan(x) ? "nan" : x > 0 ? "inf" : "-inf"; }
+
+/* Finds the first non-finite value of buf's views (laid out like p's buffers); 1 and *view,
+ * *index set if there is one, else 0. */
+static int find_nonfinite(const jt_params *p, const float *buf, size_t *view, size_t *index) {
+    for (size_t i = 0; i < p->n_views; i++) {
+        size_t k = first_nonfinite(buf + p->views[i].offset, p->views[i].size);
+        if (k < p->views[i].size) {
+            *view = i;
+            *index = k;
+            return 1;
+        }
     }
     return 0;
-}
-
-/* Makes a rename in dir durable. File systems that cannot fsync a directory are not an error. */
-static int fsync_dir(const char *dir) {
-    int fd = open(dir, O_RDONLY | O_DIRECTORY);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    int saved = errno;
-    close(fd);
-    if (rc != 0 && (saved == EINVAL || saved == ENOTSUP)) rc = 0;
-    errno = saved;
-    return rc;
-}
-
-/* 1 if name is exactly ckpt-<step, at least 8 digits>.h5 as jt_ckpt_save writes it. */
-static int parse_ckpt_name(const char *name, unsigned long long *step) {
-    if (strncmp(name, "ckpt-", 5) != 0) return 0;
-    const char *d = name + 5;
-    size_t nd = strspn(d, "0123456789");
-    if (nd < 8 || nd > 20 || strcmp(d + nd, ".h5") != 0) return 0;
-    errno = 0;
-    unsigned long long s = strtoull(d, NULL, 10);
-    if (errno) return 0;
-    char canon[64];
-    snprintf(canon, sizeof canon, "ckpt-%08llu.h5", s);
-    if (strcmp(canon, name) != 0) return 0;
-    *step = s;
-    return 1;
-}
-
-static int cmp_step_desc(const void *a, const void *b) {
-    unsigned long long x = *(const unsigned long long *)a, y = *(const unsigned long long *)b;
-    return x < y ? 1 : x > y ? -1 : 0;
-}
-
-/* Removes all but the newest keep checkpoints (by step in the name; the one just written always
- * stays and counts as one) and temp files of crashed writers older than STALE_TEMP_SECONDS.
- * Failures here only warn: the new checkpoint and latest are already in place. */
-static void prune(const char *dir, unsigned long long current, long keep) {
-    DIR *d = opendir(dir);
-    if (!d) return;
-    size_t n = 0, cap = 16;
-    unsigned long long *steps = jt_xcalloc(cap, sizeof *steps);
-    char path[CKPT_PATH_MAX];
-    time_t now = time(NULL);
-    struct dirent *e;
-    while ((e = readdir(d)) != NULL) {
-        unsigned long long s;
-        if (parse_ckpt_name(e->d_name, &s)) {
-            if (s == current) continue;
-            if (n == cap) {
-                steps = realloc(steps, (cap *= 2) * sizeof *steps);
-                JT_CHECK(steps != NULL, "out of memory");
-            }
-            steps[n++] = s;
-        } else if ((strncmp(e->d_name, ".ckpt-", 6) == 0 || strncmp(e->d_name, ".latest", 7) == 0)
-                   && strstr(e->d_name, ".tmp.")) {
-            struct stat sb;
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            if (stat(path, &sb) == 0 && now - sb.st_mtime > STALE_TEMP_SECONDS) unlink(path);
-        }
-    }
-    closedir(d);
-    if (keep > 0) {
-        qsort(steps, n, sizeof *steps, cmp_step_desc);
-        for (size_t i = (size_t)keep - 1; i < n; i++) {
-            snprintf(path, sizeof path, "%s/ckpt-%08llu.h5", dir, steps[i]);
-            if (unlink(path) != 0 && errno != ENOENT)
-                jt_errorf("warning: cannot remove old checkpoint %s: %s", path, strerror(errno));
-        }
-    }
-    free(steps);
 }
 
 /* ---------- save ---------- */
 
-/* write() all of buf to fd, resuming after signals and short writes. 0, or -1 with errno. */
-static int write_all(int fd, const void *buf, size_t n) {
-    const char *b = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, b, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            if (w == 0) errno = EIO;
-            return -1;
-        }
-        b += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
+#define WRITE_CHUNK ((size_t)64 << 20) /* bytes per write(); jt_progress() after each */
 
 /* Copies the in-memory HDF5 file f into a new buffer (*size bytes). 0 or -1. */
 static int file_image(hid_t f, void **image, size_t *size) {
@@ -358,38 +273,31 @@ static int file_image(hid_t f, void **image, size_t *size) {
     return 0;
 }
 
-/* Builds the checkpoint (layout in ckpt.h) and writes it to fd, the open temp file tmp.
+/* Builds the checkpoint file (layout in ckpt.h) in memory: *image (malloc'd, *size bytes).
+ * label names it in errors and inside HDF5 (nothing is written there).
  *
- * The file is built in memory (HDF5's core driver, no backing store) and written with plain
- * write(). Two reasons: a failed H5Fclose (disk full, quota, EFBIG) leaves HDF5 1.10 with a
- * dangling file that crashes the process at exit, turning exit code 4 into a segfault; and our
- * own write() reports errno exactly. Cost: the file is held in memory twice for a moment. */
-static jt_status write_file(const char *tmp, int fd, const jt_params *p,
-                            const jt_ckpt_state *st, char *err, size_t errlen) {
+ * Built with HDF5's core driver and no backing store, then written with plain write(). Three
+ * reasons: a failed H5Fclose (disk full, quota, EFBIG) leaves HDF5 1.10 with a dangling file
+ * that crashes the process at exit, turning exit code 4 into a segfault; our own write()
+ * reports errno exactly; and the exact size is known before a byte reaches the disk, so free
+ * space can be made first. Cost: the file is held in memory twice for a moment. */
+static jt_status build_image(const char *label, const jt_params *p, const jt_ckpt_state *st,
+                             void **image, size_t *size, char *err, size_t errlen) {
     jt_status status = JT_ECKPT;
     char detail[512];
     hid_t fapl = -1, f = -1, g[3] = {-1, -1, -1}, adam = -1, state = -1, dspace = -1, d = -1;
     const jt_view **sorted = sorted_views(p);
     const float *bufs[3] = {p->w, p->m, p->v};
-    void *image = NULL;
-    size_t image_size = 0;
-
-    /* TEST-ONLY fault hook: with JTRAIN_TEST_CKPT_CRASH=mid-write the process writes about half
-     * of the data sets, puts the first half of that partial file into the temp file and dies
-     * with _exit(9), as a crash or kill mid-write would. Used by tests/unit/test_ckpt.c and the
-     * MPI fault test to prove that latest and the previous checkpoint survive. */
-    const char *crash = getenv("JTRAIN_TEST_CKPT_CRASH");
-    size_t crash_after = 0, written = 0;
-    if (crash && strcmp(crash, "mid-write") == 0)
-        crash_after = p->n_views > 1 ? (3 * p->n_views) / 2 : 1;
+    *image = NULL;
+    *size = 0;
 
     /* One allocation increment that holds the data and generous metadata. */
     size_t increment = 3 * p->total * sizeof(float) + 4096 * (3 * p->n_views + 16);
     fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0 && H5Pset_fapl_core(fapl, increment, 0) >= 0)
-        f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+        f = H5Fcreate(label, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (f < 0) {
-        fail(err, errlen, "cannot create checkpoint file %s: %s", tmp,
+        fail(err, errlen, "cannot create checkpoint file %s in memory: %s", label,
              h5_detail(detail, sizeof detail));
         goto cleanup;
     }
@@ -409,7 +317,7 @@ static jt_status write_file(const char *tmp, int fd, const jt_params *p,
         attr_write_str(f, "build_version", JT_VERSION) < 0 ||
         attr_write_str(f, "created", created) < 0 ||
         attr_write_u64(f, "checksum", state_checksum(st)) < 0) {
-        fail(err, errlen, "cannot write the attributes of %s: %s", tmp,
+        fail(err, errlen, "cannot write the attributes of %s: %s", label,
              h5_detail(detail, sizeof detail));
         goto cleanup;
     }
@@ -418,7 +326,7 @@ static jt_status write_file(const char *tmp, int fd, const jt_params *p,
     if (state < 0 || adam < 0 || attr_write_u64(state, "epoch", st->epoch) < 0 ||
         attr_write_u64(state, "epoch_step", st->epoch_step) < 0 ||
         attr_write_u64(state, "seed", st->seed) < 0 || attr_write_u64(adam, "t", st->adam_t) < 0) {
-        fail(err, errlen, "cannot write /state and /adam in %s: %s", tmp,
+        fail(err, errlen, "cannot write /state and /adam in %s: %s", label,
              h5_detail(detail, sizeof detail));
         goto cleanup;
     }
@@ -426,10 +334,11 @@ static jt_status write_file(const char *tmp, int fd, const jt_params *p,
         g[s] = H5Gcreate2(f, SECTIONS[s], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         if (g[s] < 0 || attr_write_u64(g[s], "checksum",
                                        section_checksum(p, sorted, bufs[s])) < 0) {
-            fail(err, errlen, "cannot write group /%s in %s: %s", SECTIONS[s], tmp,
+            fail(err, errlen, "cannot write group /%s in %s: %s", SECTIONS[s], label,
                  h5_detail(detail, sizeof detail));
             goto cleanup;
         }
+        jt_progress();
     }
     for (int s = 0; s < 3; s++) {
         for (size_t i = 0; i < p->n_views; i++) {
@@ -442,27 +351,19 @@ static jt_status write_file(const char *tmp, int fd, const jt_params *p,
                                         H5P_DEFAULT, H5P_DEFAULT);
             if (d < 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                                   bufs[s] + v->offset) < 0) {
-                fail(err, errlen, "cannot write %s/%s in %s: %s", SECTIONS[s], v->name, tmp,
+                fail(err, errlen, "cannot write %s/%s in %s: %s", SECTIONS[s], v->name, label,
                      h5_detail(detail, sizeof detail));
                 goto cleanup;
             }
             H5Dclose(d);
             H5Sclose(dspace);
             d = dspace = -1;
-            if (crash_after && ++written == crash_after) {
-                if (file_image(f, &image, &image_size) == 0)
-                    (void)write_all(fd, image, image_size / 2);
-                _exit(9);
-            }
+            jt_progress();
         }
     }
-    if (file_image(f, &image, &image_size) != 0) {
-        fail(err, errlen, "cannot build checkpoint file %s in memory: %s", tmp,
+    if (file_image(f, image, size) != 0) {
+        fail(err, errlen, "cannot build checkpoint file %s in memory: %s", label,
              h5_detail(detail, sizeof detail));
-        goto cleanup;
-    }
-    if (write_all(fd, image, image_size) != 0) {
-        fail(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
         goto cleanup;
     }
     status = JT_OK;
@@ -475,38 +376,54 @@ cleanup:
     if (state >= 0) H5Gclose(state);
     if (f >= 0) H5Fclose(f); /* in memory: nothing left to fail */
     if (fapl >= 0) H5Pclose(fapl);
-    free(image);
     free(sorted);
     return status;
 }
 
-/* Replaces dir/latest with "name\n": temp file, fsync, rename, fsync dir. */
-static jt_status write_latest(const char *dir, const char *name, char *err, size_t errlen) {
-    char tmp[CKPT_PATH_MAX], dst[CKPT_PATH_MAX], line[256];
-    snprintf(tmp, sizeof tmp, "%s/.latest.tmp.%ld", dir, (long)getpid());
-    snprintf(dst, sizeof dst, "%s/latest", dir);
-    int n = snprintf(line, sizeof line, "%s\n", name);
+/* Writes image (size bytes) to the new file tmp in chunks of WRITE_CHUNK, calling jt_progress()
+ * after each, then fsyncs and closes it. 0, or -1 with errno set and *what naming the failed
+ * step ("create", "write", "sync"); tmp is removed on failure.
+ *
+ * TEST-ONLY fault hook: with JTRAIN_TEST_CKPT_CRASH=mid-write the process writes the first half
+ * of the file and dies with _exit(9), as a crash or kill mid-write would. Used by
+ * tests/unit/test_ckpt.c and the MPI fault test to prove that latest and the previous
+ * checkpoint survive. */
+static int write_temp(const char *tmp, const void *image, size_t size, const char **what) {
+    const char *crash = getenv("JTRAIN_TEST_CKPT_CRASH");
+    size_t crash_at = crash && strcmp(crash, "mid-write") == 0 ? size / 2 : SIZE_MAX;
+    *what = "create";
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-    if (fd < 0) return fail(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-    const char *what = NULL;
-    if (write_all(fd, line, (size_t)n) != 0) what = "write";
-    else if (fsync(fd) != 0) what = "sync";
+    if (fd < 0) return -1;
+    const char *b = image;
+    size_t done = 0;
+    *what = "write";
+    while (done < size) {
+        size_t n = size - done < WRITE_CHUNK ? size - done : WRITE_CHUNK;
+        if (done < crash_at && done + n > crash_at) n = crash_at - done;
+        ssize_t w = write(fd, b + done, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            if (w == 0) errno = EIO;
+            goto failed;
+        }
+        done += (size_t)w;
+        if (done == crash_at) _exit(9);
+        jt_progress();
+    }
+    *what = "sync";
+    if (fsync(fd) != 0) goto failed;
+    *what = "write"; /* close reports delayed write errors (NFS) */
+    if (close(fd) != 0) {
+        fd = -1;
+        goto failed;
+    }
+    return 0;
+failed:;
     int saved = errno;
-    if (close(fd) != 0 && !what) {
-        what = "write";
-        saved = errno;
-    }
-    if (!what && rename(tmp, dst) != 0) {
-        what = "rename";
-        saved = errno;
-    }
-    if (what) {
-        unlink(tmp);
-        return fail(err, errlen, "cannot %s %s: %s", what, what[0] == 'r' ? dst : tmp,
-                    strerror(saved));
-    }
-    if (fsync_dir(dir) != 0) return fail(err, errlen, "cannot sync %s: %s", dir, strerror(errno));
-    return JT_OK;
+    if (fd >= 0) close(fd);
+    unlink(tmp);
+    errno = saved;
+    return -1;
 }
 
 jt_status jt_ckpt_save(const char *dir, const jt_params *p, const jt_ckpt_state *st, long keep,
@@ -514,77 +431,70 @@ jt_status jt_ckpt_save(const char *dir, const jt_params *p, const jt_ckpt_state 
     JT_CHECK(dir && p && st && p->w && p->m && p->v, "jt_ckpt_save: bad arguments");
     h5_quiet();
     if (path_out && path_len) path_out[0] = '\0';
-    char name[64], tmp[CKPT_PATH_MAX], dst[CKPT_PATH_MAX];
-    snprintf(name, sizeof name, "ckpt-%08llu.h5", (unsigned long long)st->step);
-    if (strlen(dir) + sizeof name + 32 >= CKPT_PATH_MAX)
+    unsigned long long step = (unsigned long long)st->step;
+    const float *bufs[3] = {p->w, p->m, p->v};
+    for (int s = 0; s < 3; s++) {
+        size_t view, index;
+        if (find_nonfinite(p, bufs[s], &view, &index)) {
+            const jt_view *v = &p->views[view];
+            fail(err, errlen, "checkpoint at step %llu not written: %s/%s[%zu] is %s; the "
+                 "previous latest stays", step, SECTIONS[s], v->name, index,
+                 nonfinite_name(bufs[s][v->offset + index]));
+            return JT_ENUMERIC;
+        }
+    }
+    char name[64], tmp[JT_CKPT_PATH_MAX], dst[JT_CKPT_PATH_MAX];
+    snprintf(name, sizeof name, "ckpt-%08llu.h5", step);
+    if (strlen(dir) + sizeof name + 300 >= JT_CKPT_PATH_MAX)
         return fail(err, errlen, "checkpoint directory path too long: %s", dir);
     snprintf(dst, sizeof dst, "%s/%s", dir, name);
-    snprintf(tmp, sizeof tmp, "%s/.%s.tmp.%ld", dir, name, (long)getpid());
-    if (mkdir_p(dir) != 0)
+    jt_ckpt_temp_path(tmp, sizeof tmp, dir, name);
+    if (jt_mkdir_p(dir) != 0)
         return fail(err, errlen, "cannot create checkpoint directory %s: %s", dir,
                     strerror(errno));
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-    if (fd < 0) return fail(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-    jt_status status = write_file(tmp, fd, p, st, err, errlen);
-    if (status == JT_OK && fsync(fd) != 0)
-        status = fail(err, errlen, "cannot sync %s: %s", tmp, strerror(errno));
-    if (close(fd) != 0 && status == JT_OK)
-        status = fail(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-    if (status == JT_OK && rename(tmp, dst) != 0)
+    void *image;
+    size_t size;
+    jt_status status = build_image(tmp, p, st, &image, &size, err, errlen);
+    if (status != JT_OK) return status;
+    status = jt_ckpt_make_room(dir, step, keep, size, err, errlen);
+    for (int attempt = 0; status == JT_OK; attempt++) {
+        const char *what;
+        if (write_temp(tmp, image, size, &what) == 0) break;
+        int e = errno;
+        /* statvfs may have promised room the write did not find (quotas, network and
+         * copy-on-write file systems, another writer): prune what keep allows, retry once. */
+        if ((e == ENOSPC || e == EDQUOT) && attempt == 0 && jt_ckpt_prune(dir, step, keep) > 0)
+            continue;
+        char why[96] = "";
+        if ((e == ENOSPC || e == EDQUOT) && keep <= 0)
+            snprintf(why, sizeof why, " (keep %ld keeps every checkpoint: none may be removed)",
+                     keep);
+        status = fail(err, errlen, "checkpoint at step %llu not written: cannot %s %s: %s%s",
+                      step, what, tmp, strerror(e), why);
+    }
+    free(image);
+    if (status != JT_OK) return status;
+    if (rename(tmp, dst) != 0) {
         status = fail(err, errlen, "cannot rename %s to %s: %s", tmp, dst, strerror(errno));
-    if (status != JT_OK) {
         unlink(tmp);
         return status;
     }
-    if (fsync_dir(dir) != 0) return fail(err, errlen, "cannot sync %s: %s", dir, strerror(errno));
-    status = write_latest(dir, name, err, errlen);
+    if (jt_ckpt_fsync_dir(dir) != 0)
+        return fail(err, errlen, "cannot sync directory %s: %s", dir, strerror(errno));
+    status = jt_ckpt_write_latest(dir, name, err, errlen);
     if (status != JT_OK) return status;
-    prune(dir, (unsigned long long)st->step, keep);
+    jt_ckpt_prune(dir, step, keep);
+    jt_ckpt_clean_stale(dir);
     if (path_out && path_len) snprintf(path_out, path_len, "%s", dst);
     return JT_OK;
 }
 
-/* ---------- latest ---------- */
-
-jt_status jt_ckpt_latest(const char *dir, char *path_out, size_t path_len, char *err,
-                         size_t errlen) {
-    JT_CHECK(dir && path_out && path_len, "jt_ckpt_latest: bad arguments");
-    path_out[0] = '\0';
-    char lp[CKPT_PATH_MAX], buf[256];
-    if ((size_t)snprintf(lp, sizeof lp, "%s/latest", dir) >= sizeof lp)
-        return fail(err, errlen, "checkpoint directory path too long: %s", dir);
-    FILE *fp = fopen(lp, "rb");
-    if (!fp) {
-        if (errno == ENOENT) return JT_OK; /* no directory or no checkpoint yet */
-        return fail(err, errlen, "cannot read %s: %s", lp, strerror(errno));
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, fp);
-    int bad_read = ferror(fp);
-    fclose(fp);
-    if (bad_read) return fail(err, errlen, "cannot read %s", lp);
-    buf[n] = '\0';
-    if (n > 0 && buf[n - 1] == '\n') buf[--n] = '\0';
-    unsigned long long step;
-    if (strlen(buf) != n || !parse_ckpt_name(buf, &step)) {
-        for (size_t i = 0; i < n; i++)
-            if (buf[i] < 32 || buf[i] > 126) buf[i] = '?';
-        if (n > 60) strcpy(buf + 57, "...");
-        return fail(err, errlen,
-                    "%s is corrupt: expected a checkpoint file name like ckpt-00000020.h5, "
-                    "found '%s'", lp, buf);
-    }
-    char path[CKPT_PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s", dir, buf);
-    struct stat sb;
-    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
-        return fail(err, errlen, "%s names %s, which does not exist or is not a file", lp, path);
-    if (strlen(path) >= path_len)
-        return fail(err, errlen, "checkpoint path too long for the caller's buffer: %s", path);
-    snprintf(path_out, path_len, "%s", path);
-    return JT_OK;
-}
-
 /* ---------- load ---------- */
+
+int jt_ckpt_is_hdf5(const char *path) {
+    h5_quiet();
+    return H5Fis_hdf5(path) > 0;
+}
 
 /* Opens path read-only after checking that it is a jtrain checkpoint of a known version. */
 static hid_t open_checkpoint(const char *path, char *err, size_t errlen) {
@@ -763,9 +673,11 @@ static jt_status read_section(hid_t f, const char *path, const char *sec, const 
         fail(err, errlen, "checkpoint %s: /%s has no checksum attribute", path, sec);
         goto cleanup;
     }
-    for (size_t i = 0; i < p->n_views; i++)
+    for (size_t i = 0; i < p->n_views; i++) {
         if (read_view(g, path, sec, &p->views[i], buf + p->views[i].offset, err, errlen) != JT_OK)
             goto cleanup;
+        jt_progress();
+    }
     H5G_info_t info;
     if (H5Gget_info(g, &info) < 0) {
         fail(err, errlen, "checkpoint %s: cannot list /%s", path, sec);
@@ -794,6 +706,15 @@ static jt_status read_section(hid_t f, const char *path, const char *sec, const 
         fail(err, errlen, "checkpoint %s: the checksum of /%s does not match its data (stored "
              "%016" PRIx64 ", computed %016" PRIx64 "): the file is corrupt", path, sec, stored,
              computed);
+        goto cleanup;
+    }
+    /* jt_ckpt_save refuses these; an older jtrain wrote them with a valid checksum. */
+    size_t view, index;
+    if (find_nonfinite(p, buf, &view, &index)) {
+        const jt_view *v = &p->views[view];
+        fail(err, errlen, "checkpoint %s: %s/%s[%zu] is %s (a checkpoint must hold finite "
+             "values; written by an older jtrain from a diverged run?)", path, sec, v->name,
+             index, nonfinite_name(buf[v->offset + index]));
         goto cleanup;
     }
     status = JT_OK;

@@ -5,6 +5,7 @@
  * anywhere ends in MPI_Abort so no rank waits forever; every blocking wait is bracketed by
  * jt_watch_enter / jt_watch_leave (the watchdog sees who waits); only the main thread touches
  * MPI_COMM_WORLD and its requests, the watchdog's thread only its side channel. */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "jtrain/comm.h"
 
 #include <limits.h>
@@ -230,7 +231,7 @@ struct jt_comm_reducer {
     MPI_Comm node, leaders; /* leaders: MPI_COMM_NULL unless node leader of a multi-node job */
     MPI_Win win;
     int node_rank, node_size, n_nodes;
-    int oversubscribed;   /* more ranks on the node than online CPUs */
+    int oversubscribed;   /* more ranks on the node than CPUs they may run on together */
     float **seg;          /* per node rank: its copy of buf (same offsets) */
     const float **terms;  /* scratch for sum_share: the node_size terms */
     float *res;           /* the node's sum (in node rank 0's part of the window) */
@@ -396,10 +397,24 @@ static int mpi_advance(jt_comm_reducer *r) {
     return all;
 }
 
+/* The number of CPUs the node's ranks may run on together: the union of their affinity masks
+ * (a SLURM cpuset or a binding may give the job fewer than the node has). Collective on node. */
+static int node_cpus(MPI_Comm node) {
+    cpu_set_t mine;
+    CPU_ZERO(&mine);
+    if (sched_getaffinity(0, sizeof mine, &mine) != 0) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        for (long i = 0; i < n && i < CPU_SETSIZE; i++) CPU_SET((int)i, &mine);
+    }
+    cpu_set_t all;
+    MPI_Allreduce(&mine, &all, (int)sizeof mine, MPI_BYTE, MPI_BOR, node);
+    return CPU_COUNT(&all);
+}
+
 static void setup_shm(jt_comm_reducer *r) {
     MPI_Comm_rank(r->node, &r->node_rank);
     MPI_Comm_size(r->node, &r->node_size);
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int cpus = node_cpus(r->node);
     r->oversubscribed = cpus > 0 && r->node_size > cpus;
     int is_leader = r->node_rank == 0, world_rank = jt_comm_rank();
     MPI_Allreduce(&is_leader, &r->n_nodes, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);

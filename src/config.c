@@ -4,7 +4,10 @@
  * Invariants: every error is JT_EUSAGE with exactly one line in err naming the source, the line
  * (or "--set") and the dotted key; every path frees what it allocated (goto cleanup); on failure
  * the jt_config is left zeroed. Overrides only edit the document, so an overridden value is
- * validated by the same code, with the same messages, as a value from the file. */
+ * validated by the same code, with the same messages, as a value from the file. Bounded: before
+ * libyaml builds a document, a pass over its events (no tree) refuses texts that nest too deep,
+ * hold too many values or multiply them through aliases, so whatever the text within
+ * JT_CONFIG_MAX_BYTES, reading it takes well under a second and a bounded amount of memory. */
 #include "jtrain/config.h"
 
 #include <errno.h>
@@ -17,33 +20,167 @@
 
 /* A config larger than this is certainly a wrong file (a data set, a checkpoint). */
 #define JT_CONFIG_MAX_BYTES (16u << 20)
-/* Nesting limit when copying an override's value into the document (aliases can loop). */
+/* Nesting limit when copying an override's value into the document. */
 #define JT_SET_MAX_DEPTH 32
+/* Limits on the YAML of a config and its overrides, far above any real config (the recipes have
+ * ~100 values, 6 levels deep, no anchors) and low enough that the worst text is refused fast:
+ * libyaml takes ~1.3 us per value to build a document here (0.13 s for the limit), more per
+ * level while scanning deep flow nesting (quadratic: 34 s for 100k '['), and looks anchors up
+ * one by one for every alias. Aliases count as the values they repeat. */
+#define JT_CONFIG_MAX_DEPTH 64
+#define JT_CONFIG_MAX_NODES 100000
+#define JT_CONFIG_MAX_ANCHORS 256
 
-int jt_cfg_node_id(const jt_cfg_doc *d, const yaml_node_t *n) {
-    return (int)(n - d->doc.nodes.start) + 1;
+/* The 1-based line of byte `offset` of text (libyaml gives only the offset of an encoding
+ * error). */
+static unsigned long line_at(const char *text, size_t offset) {
+    unsigned long line = 1;
+    for (size_t i = 0; i < offset && text[i]; i++)
+        if (text[i] == '\n' || (text[i] == '\r' && text[i + 1] != '\n')) line++;
+    return line;
 }
 
-int jt_cfg_line(const jt_cfg_doc *d, const yaml_node_t *n) {
-    if (d->first_set_node > 0 && jt_cfg_node_id(d, n) >= d->first_set_node) return 0;
-    return (int)n->start_mark.line + 1;
+/* Formats a libyaml parser error as "<source>:<line>: YAML syntax error: <problem> <context>". */
+static jt_status syntax_error(const jt_cfg_doc *d, const yaml_parser_t *p, const char *text) {
+    const yaml_mark_t *mk = p->problem ? &p->problem_mark : &p->context_mark;
+    unsigned long line = p->error == YAML_READER_ERROR ? line_at(text, p->problem_offset)
+                                                       : (unsigned long)mk->line + 1;
+    snprintf(d->err, d->errlen, "%s:%lu: YAML syntax error: %s%s%s", d->source, line,
+             p->problem ? p->problem : "cannot parse", p->context ? " " : "",
+             p->context ? p->context : "");
+    return JT_EUSAGE;
 }
 
-jt_status jt_cfg_fail(const jt_cfg_doc *d, const yaml_node_t *n, const char *key,
-                      const char *fmt, ...) {
-    char msg[768];
+/* One open mapping or sequence of the scan. */
+typedef struct {
+    long anchor;  /* index of its anchor in scan_state, or -1 */
+    size_t first; /* values counted before it */
+} scan_frame;
+
+/* The anchors of one text (a YAML document's anchors are its own) and their sizes in values. */
+typedef struct {
+    size_t nodes; /* values so far: the file's and the overrides' */
+    size_t n_anchors;
+    char *names[JT_CONFIG_MAX_ANCHORS];
+    size_t sizes[JT_CONFIG_MAX_ANCHORS];
+} scan_state;
+
+/* "<source>:<line>: <message>" for the file, "--set <arg>: <message>" for an override. */
+static jt_status scan_fail(const jt_cfg_doc *d, const char *set, const yaml_mark_t *mk,
+                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static jt_status scan_fail(const jt_cfg_doc *d, const char *set, const yaml_mark_t *mk,
+                           const char *fmt, ...) {
+    char msg[256];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    int line = n ? jt_cfg_line(d, n) : -1;
-    if (line < 0)
-        snprintf(d->err, d->errlen, "%s: %s: %s", d->source, key, msg);
-    else if (line == 0)
-        snprintf(d->err, d->errlen, "%s:--set: %s: %s", d->source, key, msg);
+    if (set) /* an override can be long: its start names it */
+        snprintf(d->err, d->errlen, "--set %.60s%s: %s", set, strlen(set) > 60 ? "..." : "", msg);
     else
-        snprintf(d->err, d->errlen, "%s:%d: %s: %s", d->source, line, key, msg);
+        snprintf(d->err, d->errlen, "%s:%lu: %s", d->source, (unsigned long)mk->line + 1, msg);
     return JT_EUSAGE;
+}
+
+/* Reads the YAML events of text (the config when set is NULL, else the value of override
+ * `set`) without building a document, and refuses it when it nests deeper than
+ * JT_CONFIG_MAX_DEPTH, when the file and overrides hold more than JT_CONFIG_MAX_NODES values in
+ * all (*nodes counts across calls; an alias counts as every value of the node it repeats, so
+ * aliases cannot blow a small text up: "billion laughs"), when it defines more than
+ * JT_CONFIG_MAX_ANCHORS anchors, or when an alias repeats a node that contains it. Syntax errors
+ * are reported here as the loader would report them. */
+static jt_status prescan(const jt_cfg_doc *d, const char *text, const char *set, size_t *nodes) {
+    const char *what = set ? "value" : "config";
+    scan_state scan, *s = &scan;
+    yaml_parser_t p;
+    scan_frame stack[JT_CONFIG_MAX_DEPTH];
+    int depth = 0;
+    jt_status st = JT_OK;
+    if (!yaml_parser_initialize(&p)) {
+        snprintf(d->err, d->errlen, "%s: out of memory", set ? set : d->source);
+        return JT_EUSAGE;
+    }
+    s->nodes = *nodes;
+    s->n_anchors = 0;
+    yaml_parser_set_input_string(&p, (const unsigned char *)text, strlen(text));
+    for (int done = 0; !done && st == JT_OK;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(&p, &ev)) {
+            if (set)
+                scan_fail(d, set, &p.problem_mark, "the value is not valid YAML: %s",
+                          p.problem ? p.problem : "syntax error");
+            else
+                syntax_error(d, &p, text);
+            st = JT_EUSAGE;
+            break;
+        }
+        const yaml_mark_t *mk = &ev.start_mark;
+        const yaml_char_t *anchor = NULL;
+        size_t first = s->nodes;
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = 1;
+            break;
+        case YAML_ALIAS_EVENT: {
+            const char *name = (const char *)ev.data.alias.anchor;
+            size_t size = 1; /* an undefined alias: the loader reports it */
+            for (size_t i = s->n_anchors; i-- > 0;)
+                if (strcmp(s->names[i], name) == 0) {
+                    size = s->sizes[i];
+                    break;
+                }
+            for (int i = 0; i < depth; i++)
+                if (stack[i].anchor >= 0 && strcmp(s->names[stack[i].anchor], name) == 0)
+                    st = scan_fail(d, set, mk, "alias *%.80s is inside the node it repeats", name);
+            s->nodes += size;
+            break;
+        }
+        case YAML_SCALAR_EVENT:
+            anchor = ev.data.scalar.anchor;
+            s->nodes++;
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+        case YAML_MAPPING_START_EVENT:
+            anchor = ev.type == YAML_SEQUENCE_START_EVENT ? ev.data.sequence_start.anchor
+                                                          : ev.data.mapping_start.anchor;
+            s->nodes++;
+            if (depth == JT_CONFIG_MAX_DEPTH) {
+                st = scan_fail(d, set, mk, "the %s nests deeper than %d levels", what,
+                               JT_CONFIG_MAX_DEPTH);
+                break;
+            }
+            stack[depth].anchor = -1;
+            stack[depth++].first = first;
+            break;
+        case YAML_SEQUENCE_END_EVENT:
+        case YAML_MAPPING_END_EVENT:
+            depth--;
+            if (stack[depth].anchor >= 0)
+                s->sizes[stack[depth].anchor] = s->nodes - stack[depth].first;
+            break;
+        default:
+            break;
+        }
+        if (st == JT_OK && s->nodes > JT_CONFIG_MAX_NODES)
+            st = scan_fail(d, set, mk, "the %s has more than %d values (an alias counts as the "
+                           "values it repeats)", what, JT_CONFIG_MAX_NODES);
+        if (st == JT_OK && anchor) {
+            if (s->n_anchors == JT_CONFIG_MAX_ANCHORS) {
+                st = scan_fail(d, set, mk, "the %s has more than %d anchors (&name)", what,
+                               JT_CONFIG_MAX_ANCHORS);
+            } else {
+                size_t a = s->n_anchors++;
+                s->names[a] = jt_xstrdup((const char *)anchor);
+                s->sizes[a] = 1; /* a collection's size is known at its end */
+                if (ev.type != YAML_SCALAR_EVENT) stack[depth - 1].anchor = (long)a;
+            }
+        }
+        yaml_event_delete(&ev);
+    }
+    yaml_parser_delete(&p);
+    for (size_t i = 0; i < s->n_anchors; i++) free(s->names[i]);
+    *nodes = s->nodes;
+    return st;
 }
 
 /* Copies node `id` of src (and everything under it) into dst; returns the new index, or 0 when
@@ -77,11 +214,13 @@ static int copy_node(yaml_document_t *dst, yaml_document_t *src, int id, int dep
 
 /* Parses an override's value as a one-document YAML text and copies its root into d->doc.
  * An empty value becomes an empty plain scalar (YAML's null), which the schema then rejects
- * wherever a value is required. Returns the new node's index, or 0 with err written. */
-static int set_value_node(jt_cfg_doc *d, const char *set, const char *value) {
+ * wherever a value is required. *nodes counts values for the limits of prescan. Returns the new
+ * node's index, or 0 with err written. */
+static int set_value_node(jt_cfg_doc *d, const char *set, const char *value, size_t *nodes) {
     yaml_parser_t p;
     yaml_document_t vd;
     int id = 0, loaded = 0;
+    if (prescan(d, value, set, nodes) != JT_OK) return 0;
     if (!yaml_parser_initialize(&p)) {
         snprintf(d->err, d->errlen, "--set %s: out of memory", set);
         return 0;
@@ -121,8 +260,8 @@ static yaml_node_pair_t *find_pair(jt_cfg_doc *d, int map, const char *name, siz
 
 /* Applies one "a.b.c=value": walks mappings by key from the root, creating missing mappings on
  * the way, then replaces the last key's value or adds the key (an unknown key added this way is
- * reported by the schema check like one in the file). */
-static jt_status apply_set(jt_cfg_doc *d, const char *set) {
+ * reported by the schema check like one in the file). *nodes: as for set_value_node. */
+static jt_status apply_set(jt_cfg_doc *d, const char *set, size_t *nodes) {
     const char *eq = strchr(set, '=');
     if (!eq) {
         snprintf(d->err, d->errlen, "--set %s: expected KEY=VALUE, e.g. --set train.optimizer.lr=3e-4",
@@ -142,7 +281,7 @@ static jt_status apply_set(jt_cfg_doc *d, const char *set) {
             return JT_EUSAGE;
         }
     }
-    int value = set_value_node(d, set, eq + 1);
+    int value = set_value_node(d, set, eq + 1, nodes);
     if (!value) return JT_EUSAGE;
     if (!yaml_document_get_root_node(&d->doc) &&
         !yaml_document_add_mapping(&d->doc, NULL, YAML_BLOCK_MAPPING_STYLE))
@@ -190,15 +329,6 @@ oom:
     return JT_EUSAGE;
 }
 
-/* Formats a libyaml parser error as "<source>:<line>: YAML syntax error: <problem> <context>". */
-static jt_status syntax_error(const jt_cfg_doc *d, const yaml_parser_t *p) {
-    const yaml_mark_t *mk = p->problem ? &p->problem_mark : &p->context_mark;
-    snprintf(d->err, d->errlen, "%s:%lu: YAML syntax error: %s%s%s", d->source,
-             (unsigned long)mk->line + 1, p->problem ? p->problem : "cannot parse",
-             p->context ? " " : "", p->context ? p->context : "");
-    return JT_EUSAGE;
-}
-
 jt_status jt_config_parse(jt_config *c, const char *text, const char *source,
                           const char *const *sets, size_t n_sets, char *err, size_t errlen) {
     jt_status st = JT_EUSAGE;
@@ -206,6 +336,7 @@ jt_status jt_config_parse(jt_config *c, const char *text, const char *source,
     jt_cfg_doc d;
     yaml_document_t extra;
     int parser_ok = 0, doc_ok = 0;
+    size_t nodes = 0;
     memset(c, 0, sizeof *c);
     memset(&d, 0, sizeof d);
     if (err && errlen) err[0] = '\0';
@@ -216,6 +347,8 @@ jt_status jt_config_parse(jt_config *c, const char *text, const char *source,
     snprintf(c->source, sizeof c->source, "%s", d.source);
     if (!text) text = "";
 
+    if ((st = prescan(&d, text, NULL, &nodes)) != JT_OK) goto cleanup;
+    st = JT_EUSAGE;
     if (!yaml_parser_initialize(&parser)) {
         snprintf(d.err, d.errlen, "%s: out of memory", d.source);
         goto cleanup;
@@ -223,14 +356,14 @@ jt_status jt_config_parse(jt_config *c, const char *text, const char *source,
     parser_ok = 1;
     yaml_parser_set_input_string(&parser, (const unsigned char *)text, strlen(text));
     if (!yaml_parser_load(&parser, &d.doc)) {
-        st = syntax_error(&d, &parser);
+        st = syntax_error(&d, &parser, text);
         goto cleanup;
     }
     doc_ok = 1;
     if (yaml_document_get_root_node(&d.doc)) {
         /* exactly one document: a second one would be silently ignored otherwise */
         if (!yaml_parser_load(&parser, &extra)) {
-            st = syntax_error(&d, &parser);
+            st = syntax_error(&d, &parser, text);
             goto cleanup;
         }
         yaml_node_t *r = yaml_document_get_root_node(&extra);
@@ -254,7 +387,7 @@ jt_status jt_config_parse(jt_config *c, const char *text, const char *source,
 
     d.first_set_node = (int)(d.doc.nodes.top - d.doc.nodes.start) + 1;
     for (size_t i = 0; i < n_sets; i++) {
-        st = apply_set(&d, sets[i] ? sets[i] : "");
+        st = apply_set(&d, sets[i] ? sets[i] : "", &nodes);
         if (st != JT_OK) goto cleanup;
     }
     st = jt_cfg_from_doc(c, &d);
@@ -300,8 +433,11 @@ jt_status jt_config_load(jt_config *c, const char *path, const char *const *sets
         snprintf(err, errlen, "%s: cannot read config: %s", path, strerror(errno));
         goto cleanup;
     }
-    if (memchr(text, '\0', n)) {
-        snprintf(err, errlen, "%s: not a config: contains NUL bytes (a binary file?)", path);
+    const char *nul = memchr(text, '\0', n);
+    if (nul) {
+        text[n] = '\0'; /* line_at stops at the NUL */
+        snprintf(err, errlen, "%s:%lu: not a config: contains a NUL byte (a binary file?)", path,
+                 line_at(text, (size_t)(nul - text)));
         goto cleanup;
     }
     text[n] = '\0';
@@ -310,6 +446,24 @@ cleanup:
     free(text);
     fclose(f);
     return st;
+}
+
+jt_status jt_config_total_steps(const jt_config *c, uint64_t steps_per_epoch, uint64_t *total,
+                                char *err, size_t errlen) {
+    *total = 0;
+    if (c->train.steps > 0) {
+        *total = (uint64_t)c->train.steps;
+        return JT_OK;
+    }
+    uint64_t n;
+    if (__builtin_mul_overflow((uint64_t)c->train.epochs, steps_per_epoch, &n) ||
+        n > (uint64_t)JT_CONFIG_MAX_STEPS) {
+        snprintf(err, errlen, "%s: train.epochs: %ld epochs of %llu steps are more than 2^53 "
+                 "steps", c->source, c->train.epochs, (unsigned long long)steps_per_epoch);
+        return JT_EUSAGE;
+    }
+    *total = n;
+    return JT_OK;
 }
 
 void jt_config_free(jt_config *c) {

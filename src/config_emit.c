@@ -120,36 +120,33 @@ static void kv_double(jt_emit *e, const char *k, double x) {
     scalar_styled(e, buf, YAML_PLAIN_SCALAR_STYLE);
 }
 
-/* Number of settings of l that are written (see the file comment). */
+/* Number of settings of l that are written (see the file comment), from the table of settings
+ * (jt_layer_setting_find) that parsing uses too. */
 static int emit_settings(jt_emit *e, const jt_layer_cfg *l, int count_only) {
     const jt_layer_ops *ops = jt_layer_find(l->kind);
     JT_CHECK(ops != NULL, "config holds unknown layer kind '%s'", l->kind);
-    const jt_layer_opts *o = &l->opts;
     int n = 0;
     for (int i = 0; i < 8 && ops->keys[i]; i++) {
-        const char *k = ops->keys[i];
-        const long *lv = !strcmp(k, "units")     ? &o->units
-                         : !strcmp(k, "filters") ? &o->filters
-                         : !strcmp(k, "kernel")  ? &o->kernel
-                         : !strcmp(k, "stride")  ? &o->stride
-                         : !strcmp(k, "size")    ? &o->size
-                         : !strcmp(k, "heads")   ? &o->heads
-                                                 : NULL;
-        if (lv) {
-            if (*lv == 0) continue;
-            if (!count_only) kv_long(e, k, *lv);
-        } else if (!strcmp(k, "rate")) {
-            if (o->rate == 0) continue;
-            if (!count_only) kv_double(e, k, o->rate);
-        } else if (!strcmp(k, "padding")) {
-            if (!count_only) kv_str(e, k, o->padding_same ? "same" : "valid");
-        } else if (!strcmp(k, "return_sequences")) {
-            if (!count_only) kv_str(e, k, o->return_sequences ? "true" : "false");
-        } else if (!strcmp(k, "context")) {
-            if (!o->context[0]) continue;
-            if (!count_only) kv_str(e, k, o->context);
-        } else {
-            JT_CHECK(0, "layer kind %s has setting '%s' that config_emit.c cannot write", l->kind, k);
+        const jt_layer_setting *s = jt_layer_setting_find(ops->keys[i]);
+        JT_CHECK(s != NULL, "layer kind %s has setting '%s' that config_emit.c cannot write",
+                 l->kind, ops->keys[i]);
+        const char *field = (const char *)&l->opts + s->offset;
+        switch (s->type) {
+        case JT_SETTING_INT:
+            if (*(const long *)field == 0) continue;
+            if (!count_only) kv_long(e, s->key, *(const long *)field);
+            break;
+        case JT_SETTING_RATE:
+            if (*(const double *)field == 0) continue;
+            if (!count_only) kv_double(e, s->key, *(const double *)field);
+            break;
+        case JT_SETTING_WORD:
+            if (!count_only) kv_str(e, s->key, s->words[*(const int *)field ? 1 : 0]);
+            break;
+        case JT_SETTING_NAME:
+            if (!field[0]) continue;
+            if (!count_only) kv_str(e, s->key, field);
+            break;
         }
         n++;
     }

@@ -8,12 +8,22 @@
  * each kind's keys; this file only locates its verdict (line and dotted key). */
 #include <ctype.h>
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "config_doc.h"
+#include "jtrain/batch.h"
+#include "jtrain/train.h"
+
+/* What the limits of config.h stand for. */
+_Static_assert(JT_CONFIG_MAX_HEADS * JT_HEAD_EVAL_FIELDS + 1 <= JT_PARAMS_CTRL,
+               "the trainer cannot carry the metrics of JT_CONFIG_MAX_HEADS heads");
+_Static_assert(JT_CONFIG_MAX_ARRAYS <= JT_MODEL_MAX_ARRAYS &&
+               JT_CONFIG_MAX_ARRAYS <= JT_BATCH_MAX_ARRAYS, "more arrays than a model or batch holds");
 
 #define JT_KEY_MAX 384 /* a dotted key in a message */
 
@@ -30,6 +40,38 @@ static const char *const k_train[] = {"epochs",     "steps",      "batch_size", 
 static const char *const k_optim[] = {"name", "lr", "beta1", "beta2", "eps", "weight_decay", NULL};
 static const char *const k_ckpt[] = {"dir", "every_steps", "keep", NULL};
 static const char *const k_log[] = {"every_steps", "metrics", "trace", NULL};
+
+/* The 1-based index of node n in d->doc (nodes live in one array). */
+static int jt_cfg_node_id(const jt_cfg_doc *d, const yaml_node_t *n) {
+    return (int)(n - d->doc.nodes.start) + 1;
+}
+
+/* The 1-based line of node n in the file, or 0 for a node made by --set. */
+static int jt_cfg_line(const jt_cfg_doc *d, const yaml_node_t *n) {
+    if (d->first_set_node > 0 && jt_cfg_node_id(d, n) >= d->first_set_node) return 0;
+    return (int)n->start_mark.line + 1;
+}
+
+/* Writes "<source>:<line>: <key>: <message>" into d->err (line from node n, "--set" for an
+ * override's node, omitted when n is NULL) and returns JT_EUSAGE. */
+static jt_status jt_cfg_fail(const jt_cfg_doc *d, const yaml_node_t *n, const char *key,
+                             const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static jt_status jt_cfg_fail(const jt_cfg_doc *d, const yaml_node_t *n, const char *key,
+                             const char *fmt, ...) {
+    char msg[768];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    int line = n ? jt_cfg_line(d, n) : -1;
+    if (line < 0)
+        snprintf(d->err, d->errlen, "%s: %s: %s", d->source, key, msg);
+    else if (line == 0)
+        snprintf(d->err, d->errlen, "%s:--set: %s: %s", d->source, key, msg);
+    else
+        snprintf(d->err, d->errlen, "%s:%d: %s: %s", d->source, line, key, msg);
+    return JT_EUSAGE;
+}
 
 static yaml_node_t *node_at(jt_cfg_doc *d, int id) { return yaml_document_get_node(&d->doc, id); }
 
@@ -70,26 +112,65 @@ static int in_list(const char *const *list, const char *s) {
     return 0;
 }
 
+/* A key of a mapping, for sorting: its text and its pair's index. */
+typedef struct {
+    const char *s;
+    size_t i;
+} key_ref;
+
+static int key_ref_cmp(const void *a, const void *b) {
+    const key_ref *x = a, *y = b;
+    int c = strcmp(x->s, y->s);
+    return c ? c : (x->i > y->i) - (x->i < y->i);
+}
+
+/* For each pair i of mapping n, the index of the first pair whose key equals pair i's (i
+ * itself for a key seen first); by sorting the keys, so any mapping takes O(n log n), where
+ * comparing each key with all earlier ones took minutes for a mapping of 300k keys. Caller
+ * frees. */
+static size_t *first_equal_keys(jt_cfg_doc *d, const yaml_node_t *n) {
+    size_t cnt = (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start), m = 0;
+    size_t *first = jt_xcalloc(cnt, sizeof *first);
+    key_ref *refs = jt_xcalloc(cnt, sizeof *refs);
+    for (size_t i = 0; i < cnt; i++) {
+        yaml_node_t *k = node_at(d, n->data.mapping.pairs.start[i].key);
+        first[i] = i;
+        if (k->type == YAML_SCALAR_NODE) refs[m++] = (key_ref){text(k), i};
+    }
+    qsort(refs, m, sizeof *refs, key_ref_cmp);
+    for (size_t j = 1; j < m; j++)
+        if (strcmp(refs[j].s, refs[j - 1].s) == 0) first[refs[j].i] = first[refs[j - 1].i];
+    free(refs);
+    return first;
+}
+
 /* Checks that n is a mapping (a null counts as an empty one) whose keys are distinct, non-null
- * scalars and, when `allowed` is not NULL, all in it. */
+ * scalars and, when `allowed` is not NULL, all in it. Keys are checked in order: the message is
+ * about the first key that is wrong. */
 static jt_status check_map(jt_cfg_doc *d, yaml_node_t *n, const char *path,
                            const char *const *allowed) {
     if (is_null(n)) return JT_OK;
     if (n->type != YAML_MAPPING_NODE) return expected(d, n, path, "a mapping");
+    size_t *first = first_equal_keys(d, n);
+    jt_status st = JT_OK;
     for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
         yaml_node_t *k = node_at(d, p->key);
-        if (k->type != YAML_SCALAR_NODE || is_null(k)) return expected(d, k, path, "a key");
+        if (k->type != YAML_SCALAR_NODE || is_null(k)) {
+            st = expected(d, k, path, "a key");
+            break;
+        }
         char full[JT_KEY_MAX];
         join(full, path, text(k));
-        if (strlen(text(k)) != k->data.scalar.length)
-            return jt_cfg_fail(d, k, full, "key contains a NUL character");
-        for (yaml_node_pair_t *q = n->data.mapping.pairs.start; q < p; q++) {
-            yaml_node_t *prev = node_at(d, q->key);
-            if (prev->type == YAML_SCALAR_NODE && !strcmp(text(prev), text(k))) {
-                int line = jt_cfg_line(d, prev);
-                if (line > 0) return jt_cfg_fail(d, k, full, "duplicate key (first given on line %d)", line);
-                return jt_cfg_fail(d, k, full, "duplicate key");
-            }
+        if (strlen(text(k)) != k->data.scalar.length) {
+            st = jt_cfg_fail(d, k, full, "key contains a NUL character");
+            break;
+        }
+        size_t f = first[p - n->data.mapping.pairs.start];
+        if (f != (size_t)(p - n->data.mapping.pairs.start)) {
+            int line = jt_cfg_line(d, node_at(d, n->data.mapping.pairs.start[f].key));
+            if (line > 0) st = jt_cfg_fail(d, k, full, "duplicate key (first given on line %d)", line);
+            else st = jt_cfg_fail(d, k, full, "duplicate key");
+            break;
         }
         if (allowed && !in_list(allowed, text(k))) {
             char list[256] = "";
@@ -97,10 +178,12 @@ static jt_status check_map(jt_cfg_doc *d, yaml_node_t *n, const char *path,
                 size_t used = strlen(list);
                 snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", allowed[i]);
             }
-            return jt_cfg_fail(d, k, full, "unknown key; expected one of: %s", list);
+            st = jt_cfg_fail(d, k, full, "unknown key; expected one of: %s", list);
+            break;
         }
     }
-    return JT_OK;
+    free(first);
+    return st;
 }
 
 /* The pair of `key` in mapping n, or NULL (also when n is a null). */
@@ -164,7 +247,9 @@ static jt_status get_long(jt_cfg_doc *d, yaml_node_t *map, const char *path, con
     return JT_OK;
 }
 
-/* Reads map.key (if given) as a finite number in the range r. */
+/* Reads map.key (if given) as a number in the range r that is also finite and in the range as a
+ * float, since jtrain computes in float32: 1e300 would become inf there, 1e-50 zero and
+ * 0.99999999999 one. */
 static jt_status get_double(jt_cfg_doc *d, yaml_node_t *map, const char *path, const char *key,
                             jt_range r, double *out) {
     yaml_node_t *v = get(d, map, key);
@@ -179,6 +264,14 @@ static jt_status get_double(jt_cfg_doc *d, yaml_node_t *map, const char *path, c
         return expected(d, v, full, what);
     int ok = r == JT_RANGE_POS ? x > 0 : r == JT_RANGE_NONNEG ? x >= 0 : (x >= 0 && x < 1);
     if (!ok) return expected(d, v, full, what);
+    float f = (float)x;
+    ok = r == JT_RANGE_POS ? f > 0 && f <= FLT_MAX : r == JT_RANGE_NONNEG ? f <= FLT_MAX : f < 1;
+    if (!ok)
+        return expected(d, v, full,
+                        r == JT_RANGE_POS      ? "a number > 0 that a float holds (1.4e-45 to 3.4e+38)"
+                        : r == JT_RANGE_NONNEG ? "a number >= 0 that a float holds (at most 3.4e+38)"
+                                               : "a number in [0, 1) that stays below 1 as a float "
+                                                 "(at most 0.99999994)");
     *out = x;
     return JT_OK;
 }
@@ -292,13 +385,18 @@ cleanup:
     return st;
 }
 
-/* A layers list (a null is an empty list) into *out / *n_out, which the config then owns. */
+/* A layers list (a null is an empty list) into *out / *n_out, which the config then owns; the
+ * model's layers so far (d->n_layers) stay within JT_CONFIG_MAX_LAYERS. */
 static jt_status parse_layers(jt_cfg_doc *d, yaml_node_t *seq, const char *path,
                               jt_layer_cfg **out, size_t *n_out) {
     if (is_null(seq)) return JT_OK;
     if (seq->type != YAML_SEQUENCE_NODE) return expected(d, seq, path, "a list of layers");
     size_t n = (size_t)(seq->data.sequence.items.top - seq->data.sequence.items.start);
     if (n == 0) return JT_OK;
+    d->n_layers += n;
+    if (d->n_layers > JT_CONFIG_MAX_LAYERS)
+        return jt_cfg_fail(d, seq, path, "the model has more than %zu layers in its blocks and "
+                           "heads (the limit)", (size_t)JT_CONFIG_MAX_LAYERS);
     *out = jt_xcalloc(n, sizeof **out);
     *n_out = n;
     for (size_t i = 0; i < n; i++) {
@@ -321,7 +419,8 @@ static jt_status parse_data(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
     return st;
 }
 
-/* The named mapping model.<what> (blocks or heads): non-empty, names valid and distinct. */
+/* The named mapping model.<what> (blocks or heads): non-empty, within its limit, names valid
+ * and distinct. */
 static jt_status named_map(jt_cfg_doc *d, yaml_node_t *model, yaml_node_t *model_key,
                            const char *what, yaml_node_t **out, size_t *n) {
     char path[32];
@@ -333,6 +432,9 @@ static jt_status named_map(jt_cfg_doc *d, yaml_node_t *model, yaml_node_t *model
     if (is_null(m) || m->data.mapping.pairs.top == m->data.mapping.pairs.start)
         return jt_cfg_fail(d, m, path, "expected at least one %s", what[0] == 'b' ? "block" : "head");
     *n = (size_t)(m->data.mapping.pairs.top - m->data.mapping.pairs.start);
+    size_t limit = what[0] == 'b' ? JT_CONFIG_MAX_BLOCKS : JT_CONFIG_MAX_HEADS;
+    if (*n > limit)
+        return jt_cfg_fail(d, m, path, "%zu %s, more than the limit of %zu", *n, what, limit);
     for (size_t i = 0; i < *n; i++) {
         yaml_node_t *k = node_at(d, m->data.mapping.pairs.start[i].key);
         char full[JT_KEY_MAX];
@@ -344,24 +446,26 @@ static jt_status named_map(jt_cfg_doc *d, yaml_node_t *model, yaml_node_t *model
     return JT_OK;
 }
 
-static int find_block(const jt_config *c, const char *name) {
-    for (size_t i = 0; i < c->n_blocks; i++)
-        if (!strcmp(c->blocks[i].name, name)) return (int)i;
-    return -1;
+static int name_cmp(const void *name, const void *ref) {
+    return strcmp(name, ((const key_ref *)ref)->s);
 }
 
-static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
-    yaml_node_t *s = get(d, root, "model"), *bm = NULL, *hm = NULL;
-    if (!s) return missing(d, root, "model", "blocks");
-    yaml_node_t *mk = get_key(d, root, "model");
-    jt_status st = check_map(d, s, "model", k_model);
-    if (st == JT_OK) st = named_map(d, s, mk, "blocks", &bm, &c->n_blocks);
+/* The index of the block called name, or -1, from the block names sorted (byname). */
+static int find_block(const key_ref *byname, size_t n, const char *name) {
+    const key_ref *r = bsearch(name, byname, n, sizeof *byname, name_cmp);
+    return r ? (int)r->i : -1;
+}
+
+/* model.blocks into c->blocks (at most JT_CONFIG_MAX_BLOCKS); *bm: the mapping. */
+static jt_status parse_blocks(jt_config *c, jt_cfg_doc *d, yaml_node_t *s, yaml_node_t *mk,
+                              yaml_node_t **bm) {
+    jt_status st = named_map(d, s, mk, "blocks", bm, &c->n_blocks);
     if (st != JT_OK) return st;
     c->blocks = jt_xcalloc(c->n_blocks, sizeof *c->blocks);
     for (size_t i = 0; i < c->n_blocks; i++) {
         jt_block_cfg *b = &c->blocks[i];
-        yaml_node_t *k = node_at(d, bm->data.mapping.pairs.start[i].key);
-        yaml_node_t *v = node_at(d, bm->data.mapping.pairs.start[i].value);
+        yaml_node_t *k = node_at(d, (*bm)->data.mapping.pairs.start[i].key);
+        yaml_node_t *v = node_at(d, (*bm)->data.mapping.pairs.start[i].value);
         char path[JT_KEY_MAX], lpath[JT_KEY_MAX];
         snprintf(b->name, sizeof b->name, "%s", text(k));
         b->line = jt_cfg_line(d, k);
@@ -375,24 +479,53 @@ static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
         if (st != JT_OK) return st;
         if (b->n_layers == 0) return jt_cfg_fail(d, get(d, v, "layers"), lpath, "expected at least one layer");
     }
-    /* a block may take another block as input, but the graph must not loop */
-    for (size_t i = 0; i < c->n_blocks; i++) {
-        int cur = (int)i;
-        for (size_t hops = 0; hops <= c->n_blocks; hops++) {
-            cur = find_block(c, c->blocks[cur].input);
-            if (cur < 0) break;
-            if (cur == (int)i) {
-                char path[JT_KEY_MAX], full[JT_KEY_MAX];
-                join(path, "model.blocks", c->blocks[i].name);
-                join(full, path, "input");
-                return jt_cfg_fail(d, get(d, node_at(d, bm->data.mapping.pairs.start[i].value), "input"),
-                                   full, "block '%s' takes its own output as input (through '%s')",
-                                   c->blocks[i].name, c->blocks[i].input);
-            }
-        }
-    }
+    return JT_OK;
+}
 
-    if ((st = named_map(d, s, mk, "heads", &hm, &c->n_heads)) != JT_OK) return st;
+/* A block may take another block as input, but the graph must not loop. Each block has at most
+ * one input block, so walks that stop at the first block an earlier walk passed visit every
+ * block once; a walk that meets its own trail has found a loop. The message names the first
+ * block (in file order) on a loop. */
+static jt_status check_block_loops(const jt_config *c, jt_cfg_doc *d, yaml_node_t *bm,
+                                   const key_ref *byname) {
+    size_t n = c->n_blocks;
+    int *up = jt_xcalloc(n, sizeof *up);
+    size_t *walk = jt_xcalloc(n, sizeof *walk); /* 0, or 1 + the block whose walk passed */
+    unsigned char *loop = jt_xcalloc(n, 1);
+    for (size_t i = 0; i < n; i++) up[i] = find_block(byname, n, c->blocks[i].input);
+    for (size_t i = 0; i < n; i++) {
+        int x = (int)i;
+        while (x >= 0 && walk[x] == 0) {
+            walk[x] = i + 1;
+            x = up[x];
+        }
+        if (x >= 0 && walk[x] == i + 1)
+            for (int y = x; !loop[y]; y = up[y]) loop[y] = 1;
+    }
+    jt_status st = JT_OK;
+    for (size_t i = 0; i < n && st == JT_OK; i++) {
+        if (!loop[i]) continue;
+        char path[JT_KEY_MAX], full[JT_KEY_MAX];
+        join(path, "model.blocks", c->blocks[i].name);
+        join(full, path, "input");
+        st = jt_cfg_fail(d, get(d, node_at(d, bm->data.mapping.pairs.start[i].value), "input"),
+                         full, "block '%s' takes its own output as input (through '%s')",
+                         c->blocks[i].name, c->blocks[i].input);
+    }
+    free(up);
+    free(walk);
+    free(loop);
+    return st;
+}
+
+/* model.heads into c->heads (at most JT_CONFIG_MAX_HEADS); inputs must be blocks. *out: the
+ * mapping. */
+static jt_status parse_heads(jt_config *c, jt_cfg_doc *d, yaml_node_t *s, yaml_node_t *mk,
+                             const key_ref *byname, yaml_node_t **out) {
+    yaml_node_t *hm = NULL;
+    jt_status st = named_map(d, s, mk, "heads", &hm, &c->n_heads);
+    *out = hm;
+    if (st != JT_OK) return st;
     c->heads = jt_xcalloc(c->n_heads, sizeof *c->heads);
     for (size_t i = 0; i < c->n_heads; i++) {
         jt_head_cfg *h = &c->heads[i];
@@ -405,13 +538,13 @@ static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
         join(path, "model.heads", h->name);
         join(lpath, path, "layers");
         join(ipath, path, "input");
-        if (find_block(c, h->name) >= 0)
+        if (find_block(byname, c->n_blocks, h->name) >= 0)
             return jt_cfg_fail(d, k, path, "'%s' is already a block's name; names must be unique", h->name);
         if ((st = check_map(d, v, path, k_head)) != JT_OK) return st;
         if (!get(d, v, "input")) return missing(d, k, path, "input");
         if (!get(d, v, "target")) return missing(d, k, path, "target");
         if ((st = get_string(d, v, path, "input", h->input, sizeof h->input)) != JT_OK) return st;
-        if (find_block(c, h->input) < 0)
+        if (find_block(byname, c->n_blocks, h->input) < 0)
             return jt_cfg_fail(d, get(d, v, "input"), ipath, "'%s' is not a block of model.blocks",
                                h->input);
         if ((st = get_string(d, v, path, "target", h->target, sizeof h->target)) != JT_OK) return st;
@@ -420,6 +553,60 @@ static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
         if (ls && (st = parse_layers(d, ls, lpath, &h->layers, &h->n_layers)) != JT_OK) return st;
     }
     return JT_OK;
+}
+
+/* Adds name to the list of distinct names (at most JT_CONFIG_MAX_ARRAYS, so a linear search);
+ * returns 0 when that would make it longer than the limit. */
+static int add_array(const char **list, size_t *n, const char *name) {
+    for (size_t i = 0; i < *n; i++)
+        if (strcmp(list[i], name) == 0) return 1;
+    if (*n == JT_CONFIG_MAX_ARRAYS) return 0;
+    list[(*n)++] = name;
+    return 1;
+}
+
+/* The data set arrays the model reads (block inputs that are no block, head targets) are at most
+ * JT_CONFIG_MAX_ARRAYS; the message names the block or head that needs one too many. */
+static jt_status check_arrays(const jt_config *c, jt_cfg_doc *d, const key_ref *byname,
+                              yaml_node_t *bm, yaml_node_t *hm) {
+    const char *inputs[JT_CONFIG_MAX_ARRAYS], *targets[JT_CONFIG_MAX_ARRAYS];
+    size_t ni = 0, nt = 0;
+    for (size_t i = 0; i < c->n_blocks + c->n_heads; i++) {
+        int head = i >= c->n_blocks;
+        size_t j = head ? i - c->n_blocks : i;
+        const char *name = head ? c->heads[j].target : c->blocks[j].input;
+        if (!head && find_block(byname, c->n_blocks, name) >= 0) continue;
+        if (head ? add_array(targets, &nt, name) : add_array(inputs, &ni, name))
+            if (ni + nt <= JT_CONFIG_MAX_ARRAYS) continue;
+        yaml_node_t *map = head ? hm : bm;
+        yaml_node_t *v = node_at(d, map->data.mapping.pairs.start[j].value);
+        char path[JT_KEY_MAX], full[JT_KEY_MAX];
+        join(path, head ? "model.heads" : "model.blocks", head ? c->heads[j].name : c->blocks[j].name);
+        join(full, path, head ? "target" : "input");
+        return jt_cfg_fail(d, get(d, v, head ? "target" : "input"), full,
+                           "'%s' would be data set array number %d (inputs and targets), more "
+                           "than the limit of %d", name, JT_CONFIG_MAX_ARRAYS + 1,
+                           JT_CONFIG_MAX_ARRAYS);
+    }
+    return JT_OK;
+}
+
+static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
+    yaml_node_t *s = get(d, root, "model"), *bm = NULL;
+    if (!s) return missing(d, root, "model", "blocks");
+    yaml_node_t *mk = get_key(d, root, "model");
+    jt_status st = check_map(d, s, "model", k_model);
+    if (st == JT_OK) st = parse_blocks(c, d, s, mk, &bm);
+    if (st != JT_OK) return st;
+    key_ref *byname = jt_xcalloc(c->n_blocks, sizeof *byname);
+    for (size_t i = 0; i < c->n_blocks; i++) byname[i] = (key_ref){c->blocks[i].name, i};
+    qsort(byname, c->n_blocks, sizeof *byname, key_ref_cmp);
+    yaml_node_t *hm = NULL;
+    st = check_block_loops(c, d, bm, byname);
+    if (st == JT_OK) st = parse_heads(c, d, s, mk, byname, &hm);
+    if (st == JT_OK) st = check_arrays(c, d, byname, bm, hm);
+    free(byname);
+    return st;
 }
 
 static jt_status parse_train(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
@@ -431,8 +618,8 @@ static jt_status parse_train(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
      * (--set train.epochs=0 --set train.steps=100). */
     yaml_node_t *e = get(d, s, "epochs"), *n = get(d, s, "steps");
     yaml_node_t *tk = get_key(d, root, "train");
-    if ((st = get_long(d, s, "train", "epochs", 0, LONG_MAX, &c->train.epochs)) ||
-        (st = get_long(d, s, "train", "steps", 0, LONG_MAX, &c->train.steps)))
+    if ((st = get_long(d, s, "train", "epochs", 0, JT_CONFIG_MAX_EPOCHS, &c->train.epochs)) ||
+        (st = get_long(d, s, "train", "steps", 0, JT_CONFIG_MAX_STEPS, &c->train.steps)))
         return st;
     if (c->train.epochs > 0 && c->train.steps > 0) { /* blame the later: an override, or line */
         int steps_last = jt_cfg_node_id(d, n) > jt_cfg_node_id(d, e);

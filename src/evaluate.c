@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "jtrain/ckpt.h"
 #include "jtrain/comm.h"
@@ -48,13 +49,18 @@ void jt_head_eval_print(const jt_model *m, const jt_head_eval *ev, FILE *out, FI
     }
 }
 
-void jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out) {
+int jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out, const volatile int *stop) {
     size_t nh = m->n_heads;
     double *acc = jt_xcalloc(JT_HEAD_EVAL_FIELDS * nh + 1, sizeof(double));
     const void *ptr[JT_MODEL_MAX_ARRAYS];
     jt_xent_stats st[JT_MODEL_MAX_ARRAYS];
     size_t rows = split->end - split->begin;
+    int complete = 1;
     for (size_t off = 0; off < rows; off += m->max_n) {
+        if (stop && *stop) {
+            complete = 0;
+            break;
+        }
         size_t n = rows - off < m->max_n ? rows - off : m->max_n;
         for (size_t a = 0; a < split->n_arrays; a++) {
             size_t bytes = jt_array_row_bytes(&split->arrays[a]);
@@ -63,14 +69,18 @@ void jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out) {
         jt_model_forward(m, ptr, NULL, n, 0, 0);
         jt_model_loss(m, ptr, n, NULL, 0, st);
         jt_head_eval_add(acc, st, nh);
+        jt_progress();
     }
-    jt_comm_sum_f64(acc, JT_HEAD_EVAL_FIELDS * nh);
+    acc[JT_HEAD_EVAL_FIELDS * nh] = complete ? 0.0 : 1.0; /* rides in the sum */
+    jt_comm_sum_f64(acc, JT_HEAD_EVAL_FIELDS * nh + 1);
     jt_head_eval_unpack(acc, nh, out);
+    complete = acc[JT_HEAD_EVAL_FIELDS * nh] == 0.0;
     free(acc);
+    return complete;
 }
 
-jt_status jt_eval_run(const char *ckpt, const char *data, const char *split_name, int json) {
-    char err[2048] = "";
+jt_status jt_eval_run(const char *ckpt_arg, const char *data, const char *split_name, int json) {
+    char err[2048] = "", ckpt[JT_PATH_MAX] = "";
     jt_ckpt_state cs;
     memset(&cs, 0, sizeof cs);
     jt_config cfg;
@@ -82,7 +92,10 @@ jt_status jt_eval_run(const char *ckpt, const char *data, const char *split_name
     jt_head_eval *ev = NULL;
     int rank = jt_comm_rank(), world = jt_comm_size();
 
-    jt_status st = jt_comm_agree_report(jt_ckpt_read_state(ckpt, &cs, err, sizeof err), err);
+    jt_status st = jt_comm_agree_report(jt_ckpt_resolve(ckpt_arg, ckpt, sizeof ckpt, err,
+                                                        sizeof err), err);
+    if (st != JT_OK) goto cleanup;
+    st = jt_comm_agree_report(jt_ckpt_read_state(ckpt, &cs, err, sizeof err), err);
     if (st != JT_OK) goto cleanup;
     st = jt_config_parse(&cfg, cs.config_text, ckpt, NULL, 0, err, sizeof err);
     if ((st = jt_comm_agree_report(st == JT_OK ? JT_OK : JT_ECKPT, err)) != JT_OK) goto cleanup;
@@ -96,7 +109,7 @@ jt_status jt_eval_run(const char *ckpt, const char *data, const char *split_name
     st = jt_comm_agree_report(jt_ckpt_load(ckpt, &m.params, &cs, err, sizeof err), err);
     if (st != JT_OK) goto cleanup;
     ev = jt_xcalloc(m.n_heads, sizeof *ev);
-    jt_evaluate(&m, &split, ev);
+    jt_evaluate(&m, &split, ev, NULL);
     if (rank == 0) {
         if (json) printf("{\"checkpoint\": \"%s\", \"data\": \"%s\", \"split\": \"%s\", "
                          "\"step\": %llu, \"heads\": {", ckpt, path, sname,
@@ -129,8 +142,18 @@ cleanup:
     return st;
 }
 
-jt_status jt_summary_run(const char *path) {
-    char err[2048] = "";
+/* A checkpoint is a .h5 file, a `latest` pointer or a run folder; anything else a config. */
+static int is_checkpoint_path(const char *path) {
+    size_t len = strlen(path);
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    struct stat sb;
+    return (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) || strcmp(base, "latest") == 0 ||
+           (len > 3 && strcmp(path + len - 3, ".h5") == 0);
+}
+
+jt_status jt_summary_run(const char *arg) {
+    char err[2048] = "", path[JT_PATH_MAX] = "";
     jt_config cfg;
     memset(&cfg, 0, sizeof cfg);
     jt_ckpt_state cs;
@@ -139,10 +162,13 @@ jt_status jt_summary_run(const char *path) {
     memset(&split, 0, sizeof split);
     jt_model m;
     memset(&m, 0, sizeof m);
-    size_t len = strlen(path);
-    int is_ckpt = len > 3 && strcmp(path + len - 3, ".h5") == 0;
-    jt_status st;
-    if (is_ckpt) {
+    int is_ckpt = is_checkpoint_path(arg);
+    jt_status st = JT_OK;
+    snprintf(path, sizeof path, "%s", arg);
+    if (is_ckpt) st = jt_ckpt_resolve(arg, path, sizeof path, err, sizeof err);
+    if (st != JT_OK) {
+        goto cleanup;
+    } else if (is_ckpt) {
         st = jt_ckpt_read_state(path, &cs, err, sizeof err);
         if (st == JT_OK && jt_config_parse(&cfg, cs.config_text, path, NULL, 0, err,
                                            sizeof err) != JT_OK)

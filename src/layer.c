@@ -6,6 +6,7 @@
 #include "jtrain/layer.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -48,7 +49,7 @@ const jt_layer_ops *const *jt_layer_kinds(void) { return g_kinds; }
 
 size_t jt_shape_size(const jt_shape *s) {
     size_t n = 1;
-    for (int i = 0; i < s->ndim; i++) n *= s->d[i];
+    for (int i = 0; i < s->ndim; i++) n = jt_size_mul(n, s->d[i]);
     return n;
 }
 
@@ -84,54 +85,69 @@ static int kind_accepts(const jt_layer_ops *ops, const char *key) {
 #define JT_MAX_UNITS (1L << 24)
 #define JT_MAX_WINDOW 4096L
 
+#define JT_OPT(field) offsetof(jt_layer_opts, field)
+
+static const jt_layer_setting g_settings[] = {
+    {"units", JT_SETTING_INT, JT_OPT(units), 1, JT_MAX_UNITS, {NULL, NULL}, NULL},
+    {"filters", JT_SETTING_INT, JT_OPT(filters), 1, JT_MAX_UNITS, {NULL, NULL}, NULL},
+    {"kernel", JT_SETTING_INT, JT_OPT(kernel), 1, JT_MAX_WINDOW, {NULL, NULL}, NULL},
+    {"stride", JT_SETTING_INT, JT_OPT(stride), 1, JT_MAX_WINDOW, {NULL, NULL}, NULL},
+    {"size", JT_SETTING_INT, JT_OPT(size), 1, JT_MAX_WINDOW, {NULL, NULL}, NULL},
+    {"heads", JT_SETTING_INT, JT_OPT(heads), 1, JT_MAX_WINDOW, {NULL, NULL}, NULL},
+    {"rate", JT_SETTING_RATE, JT_OPT(rate), 0, 0, {NULL, NULL}, "a number in [0, 1)"},
+    {"padding", JT_SETTING_WORD, JT_OPT(padding_same), 0, 1, {"valid", "same"},
+     "'valid' or 'same'"},
+    {"return_sequences", JT_SETTING_WORD, JT_OPT(return_sequences), 0, 1, {"false", "true"},
+     "true or false"},
+    {"context", JT_SETTING_NAME, JT_OPT(context), 0, 0, {NULL, NULL},
+     "a block name (1 to 63 characters)"},
+};
+
+const jt_layer_setting *jt_layer_setting_find(const char *key) {
+    for (size_t i = 0; key && i < sizeof g_settings / sizeof g_settings[0]; i++)
+        if (strcmp(g_settings[i].key, key) == 0) return &g_settings[i];
+    return NULL;
+}
+
+/* Stores kv's value in the field of o that the table names, or writes a message. */
 static jt_status parse_one(const char *kind, const jt_layer_kv *kv, jt_layer_opts *o, char *err,
                            size_t errlen) {
-    const char *k = kv->key, *v = kv->value;
-    long lo = 1, hi = JT_MAX_WINDOW, *target = NULL;
-    const char *expect = NULL;
-    if (strcmp(k, "units") == 0) target = &o->units, hi = JT_MAX_UNITS;
-    else if (strcmp(k, "filters") == 0) target = &o->filters, hi = JT_MAX_UNITS;
-    else if (strcmp(k, "kernel") == 0) target = &o->kernel;
-    else if (strcmp(k, "stride") == 0) target = &o->stride;
-    else if (strcmp(k, "size") == 0) target = &o->size;
-    else if (strcmp(k, "heads") == 0) target = &o->heads;
-    if (target) {
-        if (jt_parse_long(v, lo, hi, target) == 0) return JT_OK;
+    const char *v = kv->value;
+    const jt_layer_setting *s = jt_layer_setting_find(kv->key);
+    JT_CHECK(s != NULL, "layer kind %s lists key '%s' that no parser knows", kind, kv->key);
+    char *field = (char *)o + s->offset;
+    switch (s->type) {
+    case JT_SETTING_INT:
+        if (jt_parse_long(v, s->lo, s->hi, (long *)field) == 0) return JT_OK;
         snprintf(err, errlen, "layer '%s': setting '%s' must be an integer in [%ld, %ld], got '%s' (line %d)",
-                 kind, k, lo, hi, v, kv->line);
+                 kind, s->key, s->lo, s->hi, v, kv->line);
         return JT_EUSAGE;
-    }
-    if (strcmp(k, "rate") == 0) {
+    case JT_SETTING_RATE: {
         double r;
-        if (jt_parse_double(v, &r) == 0 && r >= 0.0 && r < 1.0) {
-            o->rate = r;
+        if (jt_parse_double(v, &r) == 0 && r >= 0.0 && (float)r < 1.0f) { /* < 1 as a float too */
+            *(double *)field = r;
             return JT_OK;
         }
-        expect = "a number in [0, 1)";
-    } else if (strcmp(k, "padding") == 0) {
-        if (strcmp(v, "valid") == 0 || strcmp(v, "same") == 0) {
-            o->padding_same = strcmp(v, "same") == 0;
-            return JT_OK;
-        }
-        expect = "'valid' or 'same'";
-    } else if (strcmp(k, "return_sequences") == 0) {
-        if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0) {
-            o->return_sequences = strcmp(v, "true") == 0;
-            return JT_OK;
-        }
-        expect = "true or false";
-    } else if (strcmp(k, "context") == 0) {
-        size_t len = strlen(v);
-        if (len > 0 && len < sizeof o->context) {
-            memcpy(o->context, v, len + 1);
-            return JT_OK;
-        }
-        expect = "a block name (1 to 63 characters)";
-    } else {
-        JT_CHECK(0, "layer kind %s lists key '%s' that no parser knows", kind, k);
+        break;
     }
-    snprintf(err, errlen, "layer '%s': setting '%s' must be %s, got '%s' (line %d)", kind, k,
-             expect, v, kv->line);
+    case JT_SETTING_WORD:
+        for (int w = 0; w < 2; w++)
+            if (strcmp(v, s->words[w]) == 0) {
+                *(int *)field = w;
+                return JT_OK;
+            }
+        break;
+    case JT_SETTING_NAME: {
+        size_t len = strlen(v);
+        if (len > 0 && len < JT_NAME_MAX) {
+            memcpy(field, v, len + 1);
+            return JT_OK;
+        }
+        break;
+    }
+    }
+    snprintf(err, errlen, "layer '%s': setting '%s' must be %s, got '%s' (line %d)", kind, s->key,
+             s->expect, v, kv->line);
     return JT_EUSAGE;
 }
 
@@ -170,6 +186,24 @@ jt_status jt_layer_opts_parse(const char *kind, const jt_layer_kv *kv, size_t n_
     return JT_OK;
 }
 
+/* Sizes saturate at SIZE_MAX (jt_size_mul) instead of wrapping around, so a layer whose
+ * parameters, output for max_n rows or workspace overflowed is refused here, by name, before
+ * the model adds up its memory (jt_model_build). */
+static jt_status check_sizes(const jt_layer *l, const jt_params *p, char *err, size_t errlen) {
+    const char *what = NULL;
+    for (int i = 0; i < l->n_params; i++)
+        if (jt_size_mul(p->views[l->view[i]].size, 4 * sizeof(float)) == SIZE_MAX) what = "parameters";
+    if (!what && jt_size_mul(p->total, 4 * sizeof(float)) == SIZE_MAX)
+        what = "parameters, with those of the layers before it,";
+    if (jt_size_mul(jt_size_mul(l->max_n, jt_shape_size(&l->out)), 2 * sizeof(float)) == SIZE_MAX)
+        what = "outputs";
+    if (jt_size_mul(l->ws_floats, sizeof(float)) == SIZE_MAX) what = "workspace";
+    if (what)
+        return jt_layer_err(l, err, errlen, "its %s for %zu rows per rank would take more than "
+                            "2^64 bytes", what, l->max_n);
+    return JT_OK;
+}
+
 jt_status jt_layer_setup(jt_layer *l, const char *kind, const char *name,
                          const jt_layer_opts *opts, const jt_shape *in, const jt_shape *aux,
                          size_t max_n, jt_params *p, char *err, size_t errlen) {
@@ -191,7 +225,8 @@ jt_status jt_layer_setup(jt_layer *l, const char *kind, const char *name,
     JT_CHECK(in->ndim >= 1 && in->ndim <= JT_SHAPE_MAX_DIMS, "layer %s: bad input ndim %d", name,
              in->ndim);
     JT_CHECK(max_n > 0, "layer %s: max_n is 0", name);
-    return l->ops->setup(l, p, err, errlen);
+    jt_status st = l->ops->setup(l, p, err, errlen);
+    return st == JT_OK ? check_sizes(l, p, err, errlen) : st;
 }
 
 void jt_layer_bind(jt_layer *l, const jt_params *p) {

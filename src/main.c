@@ -10,14 +10,16 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage:\n"
-            "  jtrain train CONFIG [--set KEY=VALUE]... [--resume auto|PATH]\n"
+            "  jtrain train CONFIG [--set KEY=VALUE]... [--resume auto|CHECKPOINT | --overwrite]\n"
             "  jtrain eval CHECKPOINT [--data FILE] [--split NAME] [--json]\n"
             "  jtrain summary CONFIG|CHECKPOINT\n"
             "  jtrain synth OUT.h5 [--train N] [--test N] [--seed S]\n"
             "  jtrain --help | --version\n"
             "Run train and eval under mpirun -np N (or srun) for data-parallel training.\n"
+            "A CHECKPOINT is a ckpt-N.h5 file, a run folder's `latest` or the run folder.\n"
             "Exit codes: 0 ok, 2 usage/config, 3 data set, 4 checkpoint, 5 NaN/Inf, 6 ranks\n"
-            "disagree, 75 stopped by a signal after a checkpoint (requeue with --resume auto).\n");
+            "disagree, 7 a rank stalled (watchdog), 75 stopped by a signal (SIGUSR1, SIGTERM,\n"
+            "SIGINT) with everything saved: requeue with --resume auto.\n");
 }
 
 /* Under MPI every rank parses the same arguments: only rank 0 reports. */
@@ -36,11 +38,14 @@ static int cmd_train(int argc, char **argv) {
         if (strcmp(argv[i], "--set") == 0 && i + 1 < argc) sets[a.n_sets++] = argv[++i];
         else if (strncmp(argv[i], "--set=", 6) == 0) sets[a.n_sets++] = argv[i] + 6;
         else if (strcmp(argv[i], "--resume") == 0 && i + 1 < argc) a.resume = argv[++i];
+        else if (strcmp(argv[i], "--overwrite") == 0) a.overwrite = 1;
         else if (argv[i][0] == '-' && argv[i][1]) { rc = usage_error("unknown option", argv[i]); break; }
         else if (!a.config_path) a.config_path = argv[i];
         else { rc = usage_error("unexpected argument", argv[i]); break; }
     }
     if (rc == JT_OK && !a.config_path) rc = usage_error("train needs a CONFIG", NULL);
+    if (rc == JT_OK && a.resume && a.overwrite)
+        rc = usage_error("--resume and --overwrite exclude each other", NULL);
     a.sets = sets;
     if (rc == JT_OK) rc = jt_train_run(&a);
     free(sets);

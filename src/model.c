@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jtrain/batch.h"
 #include "jtrain/rng.h"
 #include "layers/conv2d.h"
 
@@ -187,28 +188,120 @@ static void chain_ranges(jt_model *m) {
     }
 }
 
-/* Fuses the chain's conv2d -> relu [-> maxpool2d] groups (layers/conv2d.h) and allocates its
- * buffers. Some layers share activation and gradient buffers, always with their neighbours (so
- * jt_model_free frees each run once): a fused group shares its last layer's, whose output the
- * group's first layer computes while the others do nothing, and a flatten (not first) shares
- * its input's, so its copy sees x == y and is skipped. The chain loops stay unaware of both. */
-static void alloc_chain(jt_chain *c, size_t max_n) {
-    c->act = jt_xcalloc(c->n_layers, sizeof(float *));
-    c->dact = jt_xcalloc(c->n_layers, sizeof(float *));
-    for (size_t i = 0; i < c->n_layers;) {
-        size_t last = i + jt_layer_fuse(&c->layers[i], c->n_layers - i);
-        if (i > 0 && last == i && strcmp(c->layers[i].ops->kind, "flatten") == 0) {
-            c->act[i] = c->act[i - 1];
-            c->dact[i] = c->dact[i - 1];
-        } else {
-            size_t sz = max_n * jt_shape_size(&c->layers[last].out);
-            float *a = jt_alloc_floats(sz), *d = jt_alloc_floats(sz);
-            for (size_t j = i; j <= last; j++) c->act[j] = a, c->dact[j] = d;
-        }
-        for (; i <= last; i++)
-            c->layers[i].ws = c->layers[i].ws_floats ? jt_alloc_floats(c->layers[i].ws_floats) : NULL;
+/* Fuses the chain's conv2d -> relu [-> maxpool2d] groups (layers/conv2d.h), once, before its
+ * memory is counted and allocated. */
+static void fuse_chain(jt_chain *c) {
+    for (size_t i = 0; i < c->n_layers; i++) i += jt_layer_fuse(&c->layers[i], c->n_layers - i);
+}
+
+/* The last layer of the group that starts at layer i: a fused conv2d ends its group at the relu
+ * or the max-pool it absorbed (jt_layer_fuse sets fused_relu and fused_pool), else i. */
+static size_t group_last(const jt_chain *c, size_t i) {
+    const jt_layer_opts *o = &c->layers[i].opt;
+    return o->fused_relu ? i + 1 + (o->fused_pool ? 1 : 0) : i;
+}
+
+/* Allocates the chain's buffers for max_n rows (alloc = 1), or only adds up the bytes they take
+ * (alloc = 0), into *acts (activations, their gradients, dsrc) and *ws (workspaces): one walk
+ * for both, so the memory check counts exactly what is allocated. Some layers share activation
+ * and gradient buffers, always with their neighbours (so jt_model_free frees each run once): a
+ * fused group shares its last layer's, whose output the group's first layer computes while the
+ * others do nothing, and a flatten (not first) shares its input's, so its copy sees x == y and
+ * is skipped. The chain loops stay unaware of both. */
+static void chain_buffers(jt_chain *c, size_t max_n, int alloc, size_t *acts, size_t *ws) {
+    if (alloc) {
+        c->act = jt_xcalloc(c->n_layers, sizeof(float *));
+        c->dact = jt_xcalloc(c->n_layers, sizeof(float *));
     }
-    if (c->src_block >= 0) c->dsrc = jt_alloc_floats(max_n * jt_shape_size(&c->in));
+    for (size_t i = 0; i < c->n_layers;) {
+        size_t last = group_last(c, i);
+        if (i > 0 && last == i && strcmp(c->layers[i].ops->kind, "flatten") == 0) {
+            if (alloc) c->act[i] = c->act[i - 1], c->dact[i] = c->dact[i - 1];
+        } else {
+            size_t sz = jt_size_mul(max_n, jt_shape_size(&c->layers[last].out));
+            *acts = jt_size_add(*acts, jt_size_mul(2, jt_alloc_floats_bytes(sz)));
+            if (alloc) {
+                float *a = jt_alloc_floats(sz), *d = jt_alloc_floats(sz);
+                for (size_t j = i; j <= last; j++) c->act[j] = a, c->dact[j] = d;
+            }
+        }
+        for (; i <= last; i++) {
+            size_t n = c->layers[i].ws_floats;
+            if (n) *ws = jt_size_add(*ws, jt_alloc_floats_bytes(n));
+            if (alloc) c->layers[i].ws = n ? jt_alloc_floats(n) : NULL;
+        }
+    }
+    if (c->src_block >= 0) {
+        size_t sz = jt_size_mul(max_n, jt_shape_size(&c->in));
+        *acts = jt_size_add(*acts, jt_alloc_floats_bytes(sz));
+        if (alloc) c->dsrc = jt_alloc_floats(sz);
+    }
+}
+
+/* "12.3 GiB" (or MiB, KiB); a saturated size is "more than 16 EiB". */
+static void fmt_bytes(char *buf, size_t len, size_t b) {
+    if (b == SIZE_MAX) snprintf(buf, len, "more than 16 EiB");
+    else if (b >= ((size_t)1 << 30)) snprintf(buf, len, "%.1f GiB", (double)b / (double)(1 << 30));
+    else if (b >= ((size_t)1 << 20)) snprintf(buf, len, "%.1f MiB", (double)b / (double)(1 << 20));
+    else if (b >= 1024) snprintf(buf, len, "%.1f KiB", (double)b / 1024.0);
+    else snprintf(buf, len, "%zu bytes", b);
+}
+
+/* Before anything large is allocated: adds up what the model will allocate for max_n rows
+ * (parameters with their gradients and Adam moments, activations and their gradients,
+ * workspaces), the batch buffers of training (jt_batcher_bytes) and, on rank 0, the checkpoint
+ * image (ckpt.c builds w, m and v as an HDF5 file in memory, then copies the image out: twice
+ * their bytes at the peak), and refuses the model (JT_EUSAGE) when that is more than this
+ * process can have (jt_memory_info: MemAvailable or the cgroup's limit; what is already
+ * loaded, such as the data shard, is in use there). The estimate is per rank: ranks that share a
+ * node each need it. */
+static jt_status check_memory(jt_model *m, const jt_config *cfg, const jt_split *split,
+                              size_t max_n, char *err, size_t errlen) {
+    const jt_params *p = &m->params;
+    size_t acts = 0, ws = 0;
+    for (size_t k = 0; k < m->n_chains; k++) chain_buffers(&m->chains[k], max_n, 0, &acts, &ws);
+    size_t params = jt_size_add(jt_size_mul(3, jt_alloc_floats_bytes(p->total)),
+                                jt_alloc_floats_bytes(jt_size_add(p->total, JT_PARAMS_CTRL)));
+    size_t ckpt = jt_size_mul(2, jt_size_add(jt_size_mul(3 * sizeof(float), p->total),
+                                             jt_size_mul(4096, 3 * p->n_views + 16)));
+    size_t batches = jt_batcher_bytes(split, (size_t)cfg->train.batch_size, max_n);
+    size_t total = jt_size_add(jt_size_add(params, ckpt), jt_size_add(jt_size_add(acts, ws), batches));
+    uint64_t avail, phys;
+    const char *source;
+    jt_memory_info(&avail, &phys, &source);
+    if (avail == 0 || total <= avail) return JT_OK;
+
+    /* the layer that takes the most, to say where to cut */
+    const jt_layer *big = NULL;
+    size_t big_bytes = 0;
+    for (size_t k = 0; k < m->n_chains; k++)
+        for (size_t i = 0; i < m->chains[k].n_layers; i++) {
+            const jt_layer *l = &m->chains[k].layers[i];
+            size_t b = jt_size_mul(jt_size_mul(2 * sizeof(float), max_n), jt_shape_size(&l->out));
+            b = jt_size_add(b, jt_size_mul(sizeof(float), l->ws_floats));
+            for (int j = 0; j < l->n_params; j++)
+                b = jt_size_add(b, jt_size_mul(10 * sizeof(float), p->views[l->view[j]].size));
+            if (!big || b > big_bytes) big = l, big_bytes = b;
+        }
+    char s_total[32], s_params[32], s_ckpt[32], s_acts[32], s_ws[32], s_batches[32], s_big[32],
+        s_avail[32], s_phys[32];
+    fmt_bytes(s_total, sizeof s_total, total);
+    fmt_bytes(s_params, sizeof s_params, params);
+    fmt_bytes(s_ckpt, sizeof s_ckpt, ckpt);
+    fmt_bytes(s_acts, sizeof s_acts, acts);
+    fmt_bytes(s_ws, sizeof s_ws, ws);
+    fmt_bytes(s_batches, sizeof s_batches, batches);
+    fmt_bytes(s_big, sizeof s_big, big_bytes);
+    fmt_bytes(s_avail, sizeof s_avail, (size_t)avail);
+    fmt_bytes(s_phys, sizeof s_phys, (size_t)phys);
+    set_err(err, errlen,
+            "%s: the model needs about %s per rank for batch %ld (%zu rows per rank): parameters "
+            "%s (weights, gradients, Adam m and v) and %s more for a checkpoint on rank 0, "
+            "activations %s, workspaces %s, batches %s; the largest layer is %s (%s); this "
+            "machine has %s available of %s (%s)",
+            cfg->source, s_total, cfg->train.batch_size, max_n, s_params, s_ckpt, s_acts, s_ws,
+            s_batches, big ? big->name : "-", s_big, s_avail, s_phys, source);
+    return JT_EUSAGE;
 }
 
 jt_status jt_model_build(jt_model *m, const jt_config *cfg, const jt_split *split, size_t max_n,
@@ -286,12 +379,14 @@ jt_status jt_model_build(jt_model *m, const jt_config *cfg, const jt_split *spli
         if (st != JT_OK) goto cleanup;
         m->n_layers_total += c->n_layers;
     }
+    for (size_t k = 0; k < m->n_chains; k++) fuse_chain(&m->chains[k]);
+    if ((st = check_memory(m, cfg, split, max_n, err, errlen)) != JT_OK) goto cleanup;
     jt_params_alloc(&m->params);
     chain_ranges(m);
-    size_t li = 0;
+    size_t li = 0, acts = 0, ws = 0;
     for (size_t k = 0; k < m->n_chains; k++) {
         jt_chain *c = &m->chains[k];
-        alloc_chain(c, max_n);
+        chain_buffers(c, max_n, 1, &acts, &ws);
         for (size_t i = 0; i < c->n_layers; i++, li++) {
             jt_layer_bind(&c->layers[i], &m->params);
             if (c->layers[i].ops->init) {

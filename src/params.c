@@ -30,10 +30,10 @@ size_t jt_params_add(jt_params *p, const char *name, int ndim, const size_t *sha
     v->size = 1;
     for (int i = 0; i < ndim; i++) {
         v->shape[i] = shape[i];
-        v->size *= shape[i];
+        v->size = jt_size_mul(v->size, shape[i]); /* saturates: refused before allocation */
     }
     v->offset = p->total;
-    p->total += (v->size + 15) / 16 * 16;
+    p->total = jt_size_add(p->total, v->size > SIZE_MAX - 15 ? SIZE_MAX : (v->size + 15) / 16 * 16);
     return p->n_views++;
 }
 

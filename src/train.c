@@ -17,12 +17,15 @@
  * auto|shm|mpi (comm.h modes), JTRAIN_BUCKET_KB (default 256 for shm, 0 for mpi; 0 = one
  * bucket after backward, no overlap). */
 #include <cblas.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "jtrain/batch.h"
 #include "jtrain/ckpt.h"
@@ -38,15 +41,30 @@
 #define JT_BUCKET_KB_DEFAULT 256
 #define JT_BUCKET_MAX_FLOATS ((size_t)1 << 30)
 
+/* Signals (README "Stopping"). SIGUSR1, SIGTERM and SIGINT only set g_stop_signal while the
+ * training loop runs (g_in_loop): the flag rides in the next gradient sum, every rank finishes
+ * that step, rank 0 writes a checkpoint and all exit 75. Outside the loop (start-up, the final
+ * evaluation) there is nothing newer than the last checkpoint to save, so the handler ends the
+ * process at once with exit 75, after rank 0 records it in the status file. A second SIGINT
+ * while stopping (a user pressing Ctrl-C twice) ends the process at once with 130; repeated
+ * SIGTERM/SIGUSR1 do not (SLURM may deliver both to one task while its checkpoint is written). */
 static volatile sig_atomic_t g_stop_signal = 0;
+static volatile sig_atomic_t g_in_loop = 0;
+
+/* The run folder's status file (README "SLURM"), written by rank 0 only: one line
+ * "running S", "stopped S SIGNAME", "finished S" or "failed S CODE", replaced atomically. The
+ * paths are set once set-up knows checkpoint.dir, so the signal handler can write it too. */
+static char g_status_path[JT_PATH_MAX + 16], g_status_tmp[JT_PATH_MAX + 32];
+static volatile uint64_t g_saved_step = 0; /* the newest checkpoint's step (for the handler) */
 
 /* Test-only fault injection (tests/mpi): JTRAIN_TEST_FAULT="RANK:WHEN:MODE" makes rank RANK,
  * when WHEN is reached (a step number: before that step; "init": right after initialisation,
- * before the replicas are compared), either hit an internal error ("fatal": JT_CHECK, which
- * aborts every rank), die without a word ("crash": SIGKILL), perturb one parameter ("perturb")
- * so the replicas differ, hang without progress as in a stuck system call ("stall") or work
- * slowly but with progress as a long checkpoint does ("slow"); both of the latter last
- * 3 x watchdog_s seconds (8 s with the watchdog off). Unset in normal runs. */
+ * before the replicas are compared; "eval": before the final evaluation), either hit an
+ * internal error ("fatal": JT_CHECK, which aborts every rank), die without a word ("crash":
+ * SIGKILL), perturb one parameter ("perturb") so the replicas differ, hang without progress as
+ * in a stuck system call ("stall") or work slowly but with progress as a long checkpoint does
+ * ("slow"); both of the latter last 3 x watchdog_s seconds (8 s with the watchdog off). Unset in
+ * normal runs. */
 static void test_fault(int rank, const char *when, float *w, double watchdog_s) {
     const char *spec = getenv("JTRAIN_TEST_FAULT");
     int frank;
@@ -66,7 +84,76 @@ static void test_fault(int rank, const char *when, float *w, double watchdog_s) 
     }
 }
 
-static void on_signal(int sig) { g_stop_signal = sig; }
+static const char *signal_name(int sig) {
+    return sig == SIGUSR1 ? "SIGUSR1" : sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT"
+                                                                              : "SIGNAL";
+}
+
+/* Appends the decimal v to buf at *n (async-signal-safe). */
+static void put_u64(char *buf, size_t *n, uint64_t v) {
+    char d[24];
+    int k = 0;
+    do d[k++] = (char)('0' + v % 10); while ((v /= 10) > 0 && k < 24);
+    while (k > 0) buf[(*n)++] = d[--k];
+}
+
+static void put_str(char *buf, size_t *n, const char *s) {
+    while (*s) buf[(*n)++] = *s++;
+}
+
+/* Replaces the status file with line (n bytes): temp file + rename; async-signal-safe (open,
+ * write, close and rename are), so the handler may call it. No-op where no path is set. */
+static int status_write(const char *line, size_t n) {
+    if (!g_status_path[0]) return 0;
+    int fd = open(g_status_tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    if (fd < 0) return -1;
+    int ok = write(fd, line, n) == (ssize_t)n;
+    ok &= close(fd) == 0;
+    if (!ok || rename(g_status_tmp, g_status_path) != 0) {
+        unlink(g_status_tmp);
+        return -1;
+    }
+    return 0;
+}
+
+/* "STATE STEP[ WORD]\n" into the status file; a failure warns unless in the signal handler. */
+static void status_set(const char *state, uint64_t step, const char *word, int in_handler) {
+    char line[96];
+    size_t n = 0;
+    put_str(line, &n, state);
+    line[n++] = ' ';
+    put_u64(line, &n, step);
+    if (word) {
+        line[n++] = ' ';
+        put_str(line, &n, word);
+    }
+    line[n++] = '\n';
+    if (status_write(line, n) != 0 && !in_handler)
+        jt_errorf("warning: cannot write %s: %s", g_status_path, strerror(errno));
+}
+
+/* Ends the process now with exit 75 (outside the loop: nothing newer than the last checkpoint
+ * to save), after a line on stderr and, on rank 0, the status file. Async-signal-safe. */
+static void stop_now(int sig) {
+    char msg[200];
+    size_t n = 0;
+    put_str(msg, &n, "jtrain: stopped by ");
+    put_str(msg, &n, signal_name(sig));
+    put_str(msg, &n, " outside the training loop: nothing newer than the last checkpoint to "
+                     "save (exit 75)\n");
+    (void)!write(STDERR_FILENO, msg, n);
+    status_set("stopped", g_saved_step, signal_name(sig), 1);
+    _exit(JT_ESIGNAL);
+}
+
+static void on_signal(int sig) {
+    if (g_stop_signal) { /* a stop is under way: only a second Ctrl-C cuts it short */
+        if (sig == SIGINT && g_stop_signal == SIGINT) _exit(130);
+        return;
+    }
+    g_stop_signal = sig;
+    if (!g_in_loop) stop_now(sig);
+}
 
 static void install_signals(void) {
     struct sigaction sa;
@@ -75,6 +162,7 @@ static void install_signals(void) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGUSR1, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 }
 
 static uint64_t fnv1a(const char *s) {
@@ -172,41 +260,66 @@ static jt_status check_position(const run *r, const char *path, const jt_ckpt_st
     return JT_OK;
 }
 
+/* --resume auto: the newest checkpoint in checkpoint.dir that loads intact (older ones are
+ * tried when the newest is damaged, with a warning naming it; none at all: start fresh).
+ * --resume PATH: that checkpoint (a file, a `latest` pointer or a run folder). Every rank reads
+ * the file itself; the caller proves afterwards that all loaded the same parameters. */
 static jt_status restore(run *r, const char *resume) {
     char err[2048] = "", path[JT_PATH_MAX] = "";
-    jt_status st = JT_OK;
+    jt_ckpt_state cs;
+    memset(&cs, 0, sizeof cs);
+    jt_status st;
     if (strcmp(resume, "auto") == 0) {
-        st = jt_ckpt_latest(r->cfg.checkpoint.dir, path, sizeof path, err, sizeof err);
-        if ((st = jt_comm_agree_report(st, err)) != JT_OK) return st;
+        st = jt_ckpt_find_resumable(r->cfg.checkpoint.dir, &r->model.params, &cs, r->rank == 0,
+                                    path, sizeof path, err, sizeof err);
+        if ((st = jt_comm_agree_report(st, err)) != JT_OK) goto done;
+        if (!jt_comm_same_u64(path[0] ? 1 : 0)) {
+            snprintf(err, sizeof err, "the ranks disagree on whether %s holds a checkpoint "
+                     "(is it on a file system every rank sees?)", r->cfg.checkpoint.dir);
+            st = jt_comm_agree_report(JT_ERANKS, err);
+            goto done;
+        }
         if (!path[0]) {
             if (r->rank == 0) printf("resume: no checkpoint in %s, starting fresh\n",
                                      r->cfg.checkpoint.dir);
-            return JT_OK;
+            goto done;
+        }
+        if (!jt_comm_same_u64(cs.step)) {
+            snprintf(err, sizeof err, "the ranks resumed from different checkpoints in %s (is "
+                     "it on a file system every rank sees the same way?)", r->cfg.checkpoint.dir);
+            st = jt_comm_agree_report(JT_ERANKS, err);
+            goto done;
         }
     } else {
-        snprintf(path, sizeof path, "%s", resume);
+        st = jt_ckpt_resolve(resume, path, sizeof path, err, sizeof err);
+        if ((st = jt_comm_agree_report(st, err)) != JT_OK) goto done;
+        st = jt_comm_agree_report(jt_ckpt_load(path, &r->model.params, &cs, err, sizeof err), err);
+        if (st != JT_OK) goto done;
     }
-    jt_ckpt_state cs;
-    memset(&cs, 0, sizeof cs);
-    st = jt_comm_agree_report(jt_ckpt_load(path, &r->model.params, &cs, err, sizeof err), err);
-    if (st == JT_OK) st = jt_comm_agree_report(check_position(r, path, &cs, err, sizeof err), err);
+    st = jt_comm_agree_report(check_position(r, path, &cs, err, sizeof err), err);
     if (st == JT_OK) {
         r->step = cs.step;
         r->epoch = cs.epoch;
         r->epoch_step = cs.epoch_step;
         r->adam_t = cs.adam_t;
+        g_saved_step = cs.step;
         if (r->rank == 0)
             printf("resumed from %s at step %llu (epoch %llu, batch %llu), written by %lld "
                    "ranks\n", path, (unsigned long long)cs.step, (unsigned long long)cs.epoch,
                    (unsigned long long)cs.epoch_step, (long long)cs.world);
     }
+done:
     jt_ckpt_state_free(&cs);
     return st;
 }
 
 static void print_eval(run *r, const char *split) {
     jt_head_eval ev[JT_MODEL_MAX_ARRAYS];
-    jt_evaluate(&r->model, &r->eval, ev);
+    if (!jt_evaluate(&r->model, &r->eval, ev, &g_stop_signal)) {
+        if (r->rank == 0) printf("eval %s step %llu: cut short by a signal\n", split,
+                                 (unsigned long long)r->step);
+        return;
+    }
     if (r->rank != 0) return;
     printf("eval %s step %llu:", split, (unsigned long long)r->step);
     if (r->metrics)
@@ -265,6 +378,70 @@ static jt_status check_same_layout(const jt_split *tr, const jt_split *ev, char 
     return JT_OK;
 }
 
+/* Rank 0, right after the config: the run folder (checkpoint.dir) must not hold another run's
+ * checkpoints unless this run continues it (--resume) or replaces it (--overwrite, which deletes
+ * them and the metrics). Also clears temp files of dead writers and names the status file. */
+static jt_status prepare_run_dir(run *r, const jt_train_args *a, char *err, size_t errlen) {
+    const char *dir = r->cfg.checkpoint.dir;
+    if (jt_mkdir_p(dir) != 0) {
+        snprintf(err, errlen, "cannot create checkpoint.dir %s: %s", dir, strerror(errno));
+        return JT_ECKPT;
+    }
+    int stale = jt_ckpt_clean_stale(dir);
+    if (stale > 0)
+        printf("removed %d stale temporary file%s of dead checkpoint writers in %s\n", stale,
+               stale > 1 ? "s" : "", dir);
+    jt_ckpt_dir_info info;
+    if (jt_ckpt_scan(dir, &info, err, errlen) != JT_OK) return JT_ECKPT;
+    size_t n = info.n_ckpt;
+    if (a->overwrite) {
+        if (jt_ckpt_remove_all(dir, err, errlen) != JT_OK) return JT_ECKPT;
+        if (n > 0)
+            printf("--overwrite: removed %zu checkpoint%s of the earlier run in %s\n", n,
+                   n > 1 ? "s" : "", dir);
+    } else if (!a->resume && (n > 0 || info.has_latest)) {
+        snprintf(err, errlen, "checkpoint.dir %s already holds %zu checkpoint%s of a run (the "
+                 "newest at step %llu): continue it with --resume auto, or start over with "
+                 "--overwrite (which deletes them and its metrics)", dir, n, n == 1 ? "" : "s",
+                 info.newest_step);
+        return JT_EUSAGE;
+    }
+    if (!a->overwrite) g_saved_step = info.newest_step; /* what the handler reports until restore */
+    snprintf(g_status_path, sizeof g_status_path, "%s/status", dir);
+    snprintf(g_status_tmp, sizeof g_status_tmp, "%s/.status.tmp.%ld", dir, (long)getpid());
+    return JT_OK;
+}
+
+/* Rank 0, at the end of set-up: log.metrics is appended to (a resumed or restarted run adds to
+ * its history; each run starts with a "start" record), truncated only with --overwrite. */
+static jt_status open_metrics(run *r, const jt_train_args *a, char *err, size_t errlen) {
+    const char *path = r->cfg.log.metrics;
+    const char *slash = strrchr(path, '/');
+    if (slash && slash > path) {
+        char dir[JT_PATH_MAX];
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+        if (jt_mkdir_p(dir) != 0) {
+            snprintf(err, errlen, "cannot create the folder of log.metrics %s: %s", path,
+                     strerror(errno));
+            return JT_EUSAGE;
+        }
+    }
+    r->metrics = fopen(path, a->overwrite ? "w" : "a");
+    if (!r->metrics) {
+        snprintf(err, errlen, "cannot write log.metrics %s: %s", path, strerror(errno));
+        return JT_EUSAGE;
+    }
+    char when[64] = "unknown";
+    time_t now = time(NULL);
+    struct tm tm;
+    if (gmtime_r(&now, &tm)) strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    fprintf(r->metrics, "{\"type\": \"start\", \"step\": %llu, \"ranks\": %d, \"resumed\": %s, "
+            "\"time\": \"%s\"}\n", (unsigned long long)r->step, r->world,
+            r->step > 0 ? "true" : "false", when);
+    fflush(r->metrics);
+    return JT_OK;
+}
+
 static jt_status setup(run *r, const jt_train_args *a) {
     char err[2048] = "";
     r->rank = jt_comm_rank();
@@ -277,6 +454,9 @@ static jt_status setup(run *r, const jt_train_args *a) {
         snprintf(err, sizeof err, "the resolved config differs between ranks");
         return jt_comm_agree_report(JT_ERANKS, err);
     }
+    st = jt_comm_agree_report(r->rank == 0 ? prepare_run_dir(r, a, err, sizeof err) : JT_OK, err);
+    if (st != JT_OK) return st;
+    fflush(stdout);
     const jt_config *c = &r->cfg;
     if ((size_t)c->train.batch_size < (size_t)r->world) {
         snprintf(err, sizeof err, "%s: train.batch_size %ld is smaller than the %d ranks",
@@ -304,9 +484,8 @@ static jt_status setup(run *r, const jt_train_args *a) {
         return jt_comm_agree_report(JT_ERANKS, err);
     }
     jt_batcher_init(&r->batcher, &r->train, (size_t)c->train.batch_size, c->train.seed);
-    r->total_steps = c->train.steps > 0
-                         ? (uint64_t)c->train.steps
-                         : (uint64_t)c->train.epochs * r->batcher.steps_per_epoch;
+    st = jt_config_total_steps(c, r->batcher.steps_per_epoch, &r->total_steps, err, sizeof err);
+    if ((st = jt_comm_agree_report(st, err)) != JT_OK) return st;
     if (a->resume) {
         st = restore(r, a->resume);
         if (st != JT_OK) return st;
@@ -315,25 +494,7 @@ static jt_status setup(run *r, const jt_train_args *a) {
             return jt_comm_agree_report(JT_ERANKS, err);
         }
     }
-    if (r->rank == 0) {
-        if (jt_mkdir_p(c->checkpoint.dir) != 0) {
-            snprintf(err, sizeof err, "cannot create checkpoint.dir %s", c->checkpoint.dir);
-            st = JT_ECKPT;
-        } else {
-            char *slash = strrchr(c->log.metrics, '/');
-            if (slash) {
-                char dir[JT_PATH_MAX];
-                snprintf(dir, sizeof dir, "%.*s", (int)(slash - c->log.metrics), c->log.metrics);
-                if (dir[0]) jt_mkdir_p(dir);
-            }
-            r->metrics = fopen(c->log.metrics, r->step > 0 ? "a" : "w");
-            if (!r->metrics) {
-                snprintf(err, sizeof err, "cannot write log.metrics %s", c->log.metrics);
-                st = JT_EUSAGE;
-            }
-        }
-    }
-    return jt_comm_agree_report(st, err);
+    return jt_comm_agree_report(r->rank == 0 ? open_metrics(r, a, err, sizeof err) : JT_OK, err);
 }
 
 static void print_header(run *r) {
@@ -469,6 +630,8 @@ jt_status jt_train_run(const jt_train_args *a) {
         jt_watch_step(r.step);
     }
     if (st != JT_OK) {
+        if (r.rank == 0) status_set("failed", r.step, st == JT_EUSAGE ? "2" : st == JT_EDATA ? "3"
+                                    : st == JT_ECKPT ? "4" : "6", 0);
         run_free(&r);
         return st;
     }
@@ -489,6 +652,8 @@ jt_status jt_train_run(const jt_train_args *a) {
     jt_xent_stats stats[JT_MODEL_MAX_ARRAYS];
 
     uint64_t first_step = r.step;
+    if (r.rank == 0) status_set("running", r.step, NULL, 0);
+    g_in_loop = 1; /* from here a signal means: finish the step, checkpoint, exit 75 */
     if (r.step < r.total_steps) jt_batcher_prefetch(&r.batcher, r.epoch, r.epoch_step);
     while (r.step < r.total_steps) {
         double t = jt_now(), t1;
@@ -583,11 +748,16 @@ jt_status jt_train_run(const jt_train_args *a) {
             if ((st = save_checkpoint(&r)) != JT_OK) break;
             jt_trace_event(r.trace, JT_TRACE_COMPUTE, "checkpoint", t, jt_now(), r.step, NULL, 0);
             last_saved = r.step;
+            g_saved_step = r.step;
         }
         if (stop) {
-            if (r.rank == 0)
-                printf("stopped by a signal at step %llu after writing a checkpoint; resume "
-                       "with --resume auto\n", (unsigned long long)r.step);
+            if (r.rank == 0) {
+                const char *sig = g_stop_signal ? signal_name((int)g_stop_signal) : "SIGNAL";
+                status_set("stopped", r.step, sig, 0);
+                printf("stopped by a signal at step %llu (%s%s) after writing a checkpoint; "
+                       "resume with --resume auto\n", (unsigned long long)r.step, sig,
+                       g_stop_signal ? "" : " to another rank");
+            }
             st = JT_ESIGNAL;
             break;
         }
@@ -614,11 +784,22 @@ jt_status jt_train_run(const jt_train_args *a) {
     if (st == JT_OK && last_saved != r.step) {
         st = save_checkpoint(&r);
         jt_trace_event(r.trace, JT_TRACE_COMPUTE, "checkpoint", t, jt_now(), r.step, NULL, 0);
+        if (st == JT_OK) g_saved_step = r.step;
     }
+    /* Everything is saved: a signal during the final evaluation ends the process at once. */
+    g_in_loop = 0;
+    if (st == JT_OK && g_stop_signal) stop_now((int)g_stop_signal);
+    if (st == JT_OK) test_fault(r.rank, "eval", p->w, r.cfg.train.watchdog_s);
     t = jt_now();
     if (st == JT_OK) {
         print_eval(&r, r.cfg.data.eval);
         jt_trace_event(r.trace, JT_TRACE_COMPUTE, "eval", t, jt_now(), r.step, NULL, 0);
+    }
+    if (r.rank == 0) {
+        char code[8];
+        snprintf(code, sizeof code, "%d", (int)st);
+        if (st == JT_OK) status_set("finished", r.step, NULL, 0);
+        else if (st != JT_ESIGNAL) status_set("failed", r.step, code, 0);
     }
     free(interval);
     free(local);

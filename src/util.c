@@ -83,6 +83,12 @@ float *jt_alloc_floats(size_t n) {
     return (float *)p;
 }
 
+size_t jt_alloc_floats_bytes(size_t n) {
+    size_t bytes = jt_size_mul(n ? n : 1, sizeof(float));
+    size_t q = bytes >= JT_HUGE_MIN ? JT_HUGE_PAGE : 64;
+    return bytes > SIZE_MAX - q ? SIZE_MAX : (bytes + q - 1) / q * q;
+}
+
 void jt_free_aligned(void *p) { free(p); }
 
 char *jt_xstrdup(const char *s) {
@@ -111,6 +117,65 @@ int jt_parse_double(const char *s, double *out) {
     if (errno || *end != '\0' || !isfinite(v)) return -1;
     *out = v;
     return 0;
+}
+
+/* The value of `key` (e.g. "MemAvailable:") in a /proc/meminfo-style file (kB when kb is set),
+ * in bytes; 0 when absent. */
+static uint64_t read_field(const char *path, const char *key, int kb) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char line[256];
+    uint64_t v = 0;
+    size_t len = strlen(key);
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, key, len) == 0) {
+            v = strtoull(line + len, NULL, 10) * (kb ? 1024 : 1);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* A cgroup file holding one number ("max": none); 0 when absent or unlimited. */
+static uint64_t read_number(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char buf[64] = "";
+    if (!fgets(buf, sizeof buf, f)) buf[0] = '\0';
+    fclose(f);
+    uint64_t v = strtoull(buf, NULL, 10);
+    return v >= (UINT64_C(1) << 60) ? 0 : v; /* v1 writes "no limit" as ~2^63 */
+}
+
+void jt_memory_info(uint64_t *available, uint64_t *physical, const char **source) {
+    const char *test = getenv("JTRAIN_TEST_MEM_MB");
+    if (test && *test) {
+        *available = *physical = strtoull(test, NULL, 10) << 20;
+        *source = "JTRAIN_TEST_MEM_MB";
+        return;
+    }
+    *available = read_field("/proc/meminfo", "MemAvailable:", 1);
+    *physical = read_field("/proc/meminfo", "MemTotal:", 1);
+    *source = "MemAvailable / MemTotal";
+    /* the cgroup of a container or a SLURM job (seen as the root of its cgroup namespace) */
+    static const char *const cg[2][4] = {
+        {"/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current", "/sys/fs/cgroup/memory.stat",
+         "inactive_file "},
+        {"/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes",
+         "/sys/fs/cgroup/memory/memory.stat", "total_inactive_file "},
+    };
+    for (int v = 0; v < 2; v++) {
+        uint64_t limit = read_number(cg[v][0]);
+        if (!limit) continue;
+        uint64_t used = read_number(cg[v][1]), file = read_field(cg[v][2], cg[v][3], 0);
+        used = used > file ? used - file : 0;
+        uint64_t left = limit > used ? limit - used : 0;
+        if (*physical && limit >= *physical && *available && left >= *available) break;
+        *physical = *physical && *physical < limit ? *physical : limit;
+        *available = *available && *available < left ? *available : left;
+        *source = v == 0 ? "cgroup memory.max" : "cgroup memory.limit_in_bytes";
+        break;
+    }
 }
 
 double jt_now(void) {

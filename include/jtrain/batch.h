@@ -51,6 +51,10 @@ typedef struct {
     int cur;                    /* slot of the batch handed out last */
 } jt_batcher;
 
+/* The bytes jt_batcher_init allocates for split and global batch size B with at most max_local
+ * rows per rank (without the few per-rank counters), saturating at SIZE_MAX: for the memory
+ * check before a model is built (jt_model_build). */
+size_t jt_batcher_bytes(const jt_split *split, size_t batch_size, size_t max_local);
 /* Sizes every buffer for split (this rank's shard of it) and global batch size B. */
 void jt_batcher_init(jt_batcher *bt, const jt_split *split, size_t batch_size, uint64_t seed);
 /* Position (epoch, epoch_step) that follows the given one. */

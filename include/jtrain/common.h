@@ -43,10 +43,32 @@ void jt_fatal(const char *file, int line, const char *fmt, ...)
         if (!(cond)) jt_fatal(__FILE__, __LINE__, __VA_ARGS__);                              \
     } while (0)
 
+/* Size arithmetic that saturates at SIZE_MAX instead of wrapping around: a size computed from
+ * outside input (config, data set) that overflows stays larger than any memory, so the checks
+ * before allocation (jt_layer_setup, jt_model_build) refuse it instead of allocating a wrapped,
+ * small size. */
+static inline size_t jt_size_mul(size_t a, size_t b) {
+    size_t r;
+    return __builtin_mul_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+static inline size_t jt_size_add(size_t a, size_t b) {
+    size_t r;
+    return __builtin_add_overflow(a, b, &r) ? SIZE_MAX : r;
+}
+
+/* The memory this process can still have, in bytes: MemAvailable (/proc/meminfo), or what its
+ * cgroup's limit leaves when that is less (v2 memory.max, v1 memory.limit_in_bytes, minus its
+ * usage without reclaimable file pages); *physical: MemTotal, or the cgroup's limit when lower;
+ * *source names where they came from, for messages. Both 0 when unknown. Test hook:
+ * JTRAIN_TEST_MEM_MB=N reports N MiB for both. */
+void jt_memory_info(uint64_t *available, uint64_t *physical, const char **source);
+
 /* calloc that treats exhaustion as fatal (memory is sized once at build time). NULL-safe free. */
 void *jt_xcalloc(size_t n, size_t size);
 /* 64-byte aligned, zeroed allocation of n floats; fatal on failure. Free with jt_free_aligned. */
 float *jt_alloc_floats(size_t n);
+/* The bytes jt_alloc_floats(n) takes with its rounding, saturating at SIZE_MAX. */
+size_t jt_alloc_floats_bytes(size_t n);
 void jt_free_aligned(void *p);
 /* strdup that is fatal on exhaustion; NULL in, NULL out. */
 char *jt_xstrdup(const char *s);

@@ -28,6 +28,18 @@
 #include "jtrain/optim.h"
 
 #define JT_PATH_MAX 1024
+/* Limits on a model config (README "Config"), far above real models, so that every check of a
+ * config and the model built from it stays fast; heads and arrays are what the trainer can
+ * carry (each head's metrics ride in the gradient buffer's 64-float control tail; a batch holds
+ * at most 16 arrays). */
+#define JT_CONFIG_MAX_BLOCKS 256
+#define JT_CONFIG_MAX_HEADS 12
+#define JT_CONFIG_MAX_LAYERS 1024 /* in all blocks and heads together */
+#define JT_CONFIG_MAX_ARRAYS 16   /* data set arrays: block inputs and head targets */
+/* A run's length: steps stay exact in a double (JSON readers of the metrics), and epochs times
+ * steps per epoch cannot wrap around (jt_config_total_steps). */
+#define JT_CONFIG_MAX_STEPS (1L << 53)
+#define JT_CONFIG_MAX_EPOCHS 1000000000L
 
 typedef struct {
     char kind[32];        /* a layer kind, e.g. "conv2d" */
@@ -67,7 +79,8 @@ typedef struct {
     jt_head_cfg *heads;   /* in file order; at least one; input must name a block */
     size_t n_heads;
     struct {
-        long epochs;       /* exactly one of epochs / steps is given (> 0), the other is 0 */
+        long epochs;       /* exactly one of epochs / steps is given (> 0), the other is 0;
+                              epochs <= JT_CONFIG_MAX_EPOCHS, steps <= JT_CONFIG_MAX_STEPS */
         long steps;
         long batch_size;   /* global, required, > 0 */
         uint64_t seed;     /* default 1; any value in [0, 2^64 - 1] */
@@ -111,6 +124,11 @@ jt_status jt_config_parse(jt_config *c, const char *text, const char *source,
  * when set (nonzero), padding and return_sequences always. Emitting the same config twice gives
  * the same text. Caller frees with free(); NULL only when memory runs out. */
 char *jt_config_to_yaml(const jt_config *c);
+/* The run's length in steps: train.steps, or train.epochs x steps_per_epoch (the training
+ * split's batches per epoch). JT_EUSAGE with a message naming train.epochs when that product
+ * exceeds JT_CONFIG_MAX_STEPS (checked without overflow), leaving *total 0. */
+jt_status jt_config_total_steps(const jt_config *c, uint64_t steps_per_epoch, uint64_t *total,
+                                char *err, size_t errlen);
 /* NULL-safe; leaves c zeroed. */
 void jt_config_free(jt_config *c);
 

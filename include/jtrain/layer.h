@@ -52,6 +52,28 @@ typedef struct {
                             * applies, or 0 */
 } jt_layer_opts;
 
+/* The settings a config can give a layer (each kind accepts those its ops->keys lists). One
+ * table of them (jt_layer_setting_find) drives both reading them (jt_layer_opts_parse) and
+ * writing them back (jt_config_to_yaml), so the two cannot disagree. */
+typedef enum {
+    JT_SETTING_INT,  /* long in [lo, hi]; 0 means not given (then not written back) */
+    JT_SETTING_RATE, /* double in [0, 1), below 1 as a float too; 0 means not given (not written) */
+    JT_SETTING_WORD, /* int 0 or 1, written as words[0] or words[1] (always written back) */
+    JT_SETTING_NAME, /* char[JT_NAME_MAX], a block name; "" means not given */
+} jt_setting_type;
+
+typedef struct {
+    const char *key;      /* as in the config, e.g. "units" */
+    jt_setting_type type;
+    size_t offset;        /* of its field in jt_layer_opts (offsetof) */
+    long lo, hi;          /* JT_SETTING_INT: the accepted range */
+    const char *words[2]; /* JT_SETTING_WORD: the config's words for 0 and 1 */
+    const char *expect;   /* JT_SETTING_RATE, _WORD, _NAME: what a value must be, for messages */
+} jt_layer_setting;
+
+/* The setting called key, or NULL (pointer into a static table). */
+const jt_layer_setting *jt_layer_setting_find(const char *key);
+
 /* One "key: value" of a layer's settings in the config, with its line for messages. */
 typedef struct {
     char key[32];

@@ -72,7 +72,12 @@ jt_status jt_model_open_data(const jt_config *cfg, const char *path, const char 
 
 /* Builds the model for cfg over the arrays of split (metadata is enough), with room for max_n
  * rows per pass, and initialises parameters from cfg->train.seed (He/Glorot). JT_EUSAGE with a
- * message for graphs that cannot be built (unknown input, cycle, shape mismatch, bad layer). */
+ * message for graphs that cannot be built (unknown input, cycle, shape mismatch, bad layer, a
+ * layer whose sizes overflow), and for models that do not fit: before allocating anything large
+ * it adds up the bytes of parameters (w, g, m, v), activations and their gradients for max_n
+ * rows, workspaces, training's batch buffers and rank 0's checkpoint image, and refuses when that
+ * is more than this process can have (jt_memory_info), naming the estimate, its parts, the
+ * largest layer and the machine's memory. */
 jt_status jt_model_build(jt_model *m, const jt_config *cfg, const jt_split *split, size_t max_n,
                          char *err, size_t errlen);
 

@@ -25,12 +25,14 @@ typedef struct {
 typedef struct {
     jt_view *views;
     size_t n_views, cap_views;
-    size_t total; /* floats per buffer, including alignment padding */
+    size_t total; /* floats per buffer, including alignment padding (SIZE_MAX: overflowed) */
     float *w, *g, *m, *v; /* g has total + JT_PARAMS_CTRL floats */
 } jt_params;
 
 void jt_params_init(jt_params *p);
-/* Registers a view; returns its index. Fatal if called after jt_params_alloc or on a duplicate name. */
+/* Registers a view; returns its index. Fatal if called after jt_params_alloc or on a duplicate name.
+ * Sizes saturate (jt_size_mul): a view whose size overflows has size SIZE_MAX, and so does
+ * total from then on. */
 size_t jt_params_add(jt_params *p, const char *name, int ndim, const size_t *shape);
 /* Allocates the four zeroed buffers (64-byte aligned). */
 void jt_params_alloc(jt_params *p);

@@ -15,7 +15,9 @@ typedef struct {
     const char *config_path;
     const char *const *sets; /* --set overrides */
     size_t n_sets;
-    const char *resume;      /* NULL, "auto" (latest in checkpoint.dir, if any) or a path */
+    const char *resume;      /* NULL, "auto" (the newest intact checkpoint in checkpoint.dir, if
+                                any) or a checkpoint: a file, a `latest` pointer or a run folder */
+    int overwrite;           /* start over in a checkpoint.dir that holds another run */
 } jt_train_args;
 
 /* Trains as the config says; prints the resolved config, progress and final per-head eval. */
@@ -37,8 +39,11 @@ void jt_head_eval_unpack(const double *acc, size_t n_heads, jt_head_eval *out);
 void jt_head_eval_print(const jt_model *m, const jt_head_eval *ev, FILE *out, FILE *json);
 
 /* Evaluates m on this rank's shard of split (all rows, in chunks of m->max_n) and sums the
- * per-head metrics over ranks into out[h] (exact: each row is in one shard). Collective. */
-void jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out);
+ * per-head metrics over ranks into out[h] (exact: each row is in one shard). Collective. Calls
+ * jt_progress() per chunk. If stop is not NULL and *stop becomes nonzero, this rank skips its
+ * remaining chunks (it still joins the sum, so no rank hangs); the result is 0 on every rank
+ * when some rank stopped early (out is then partial), else 1. */
+int jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out, const volatile int *stop);
 
 /* `jtrain eval CKPT [--data FILE] [--split NAME] [--json]`. */
 jt_status jt_eval_run(const char *ckpt, const char *data, const char *split, int json);

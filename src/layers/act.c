@@ -77,7 +77,7 @@ static jt_status dropout_setup(jt_layer *l, jt_params *p, char *err, size_t errl
     if (!(l->opt.rate >= 0.0 && l->opt.rate < 1.0))
         return jt_layer_err(l, err, errlen, "setting 'rate' must be in [0, 1), got %g", l->opt.rate);
     l->out = l->in;
-    l->ws_floats = l->max_n * jt_shape_size(&l->in);
+    l->ws_floats = jt_size_mul(l->max_n, jt_shape_size(&l->in));
     return JT_OK;
 }
 

@@ -41,7 +41,7 @@ static jt_status bad_input(jt_layer *l, const jt_shape *s, const char *what, cha
 }
 
 /* Workspace layout helper: the next `count` floats from base (NULL when only sizing). */
-#define JT_TAKE(ptr, count) (ptr = base ? base + off : NULL, off += (count))
+#define JT_TAKE(ptr, count) (ptr = base ? base + off : NULL, off = jt_size_add(off, (count)))
 
 /* ---- attention_pool ---- */
 
@@ -191,7 +191,7 @@ static size_t mha_layout(const jt_layer *l, float *base, mha_ws *w) {
     JT_TAKE(w->dK, nkv * w->D);
     JT_TAKE(w->V, nkv * w->D);
     JT_TAKE(w->dV, nkv * w->D);
-    JT_TAKE(w->P, n * w->H * w->T * w->S);
+    JT_TAKE(w->P, jt_size_mul(jt_size_mul(nq, w->H), w->S)); /* may overflow: saturates */
     JT_TAKE(w->dA, w->T * w->S);
     return off;
 }

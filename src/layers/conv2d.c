@@ -114,7 +114,7 @@ static conv_plan conv_plan_of(const jt_layer *l) {
         pl.o_acc = off;
         off += g->F * 10 * LANES;
     } else {
-        pl.keep = ckk * ohw * n <= KEEP_FLOATS;
+        pl.keep = n <= KEEP_FLOATS / (ckk * ohw); /* ckk * ohw <= INT_MAX (setup) */
         size_t per = (ckk * (pl.keep ? 2 : 1) + g->F) * ohw;
         pl.B = BLOCK_FLOATS / per;
         pl.B = pl.B < 1 ? 1 : pl.B > n ? n : pl.B;
@@ -126,7 +126,8 @@ static conv_plan conv_plan_of(const jt_layer *l) {
         off += pl.keep ? ckk * ohw * pl.B : 0;
     }
     pl.o_arg = off;
-    off += pl.P ? (n * g->F * pl.PH * pl.PW + sizeof(float) - 1) / sizeof(float) : 0;
+    size_t arg_bytes = pl.P ? jt_size_mul(n, g->F * pl.PH * pl.PW) : 0; /* saturates */
+    off = jt_size_add(off, arg_bytes / sizeof(float) + (arg_bytes % sizeof(float) != 0));
     size_t rs = pl.direct ? pl.Wp : g->OW; /* row stride of a product plane */
     pl.flat2 = pl.P == 2 && rs % 2 == 0;
     pl.o_ps = off;

@@ -66,7 +66,7 @@ typedef struct {
     float *DH;  /* 2*N*U      running dL/dh_t and dL/dh_{t-1} */
 } dec_ws;
 
-#define JT_TAKE(ptr, count) (ptr = base ? base + off : NULL, off += (count))
+#define JT_TAKE(ptr, count) (ptr = base ? base + off : NULL, off = jt_size_add(off, (count)))
 
 /* Lays out the workspace from base (NULL: only sizes); returns its size in floats. */
 static size_t dec_layout(const jt_layer *l, float *base, dec_ws *w) {

@@ -25,12 +25,13 @@ static jt_status layernorm_setup(jt_layer *l, jt_params *p, char *err, size_t er
         return jt_layer_err(l, err, errlen,
                             "layernorm normalises the last axis of (F) or (T, F), got %s", s);
     }
-    size_t F = l->in.d[l->in.ndim - 1], rows = l->max_n * (l->in.ndim == 2 ? l->in.d[0] : 1);
+    size_t F = l->in.d[l->in.ndim - 1];
+    size_t rows = jt_size_mul(l->max_n, l->in.ndim == 2 ? l->in.d[0] : 1);
     if (F == 0 || rows == 0) return jt_layer_err(l, err, errlen, "empty input");
     l->out = l->in;
     jt_layer_add_param(l, p, "gain", 1, &F);
     jt_layer_add_param(l, p, "bias", 1, &F);
-    l->ws_floats = rows * F + rows;
+    l->ws_floats = jt_size_add(jt_size_mul(rows, F), rows);
     return JT_OK;
 }
 

@@ -50,7 +50,7 @@ static jt_status pool_setup(jt_layer *l, jt_params *p, char *err, size_t errlen)
     l->out = l->in;
     l->out.d[l->in.ndim - 2] = g.OH;
     l->out.d[l->in.ndim - 1] = g.OW;
-    l->ws_floats = l->max_n * g.C * g.OH * g.OW;
+    l->ws_floats = jt_size_mul(l->max_n, g.C * g.OH * g.OW); /* C*H*W <= INT32_MAX */
     return JT_OK;
 }
 
