@@ -11,9 +11,9 @@
  * boundaries (plan_buckets), the same cut on every rank, and a bucket is started as soon as
  * backward has finished its last chain (chains finish from the last to the first), then
  * progressed from each later chain's callback; the step waits for it only before clipping and
- * Adam. MPI is FUNNELED, so progress is driven from this thread, between chains: a progress
- * thread would need MPI_THREAD_MULTIPLE, and in the shared-memory mode (comm.h) the sum is
- * memory copies that need a core anyway. Environment switches (README): JTRAIN_ALLREDUCE =
+ * Adam. Progress is driven from this thread, between chains: only the watchdog's thread uses
+ * MPI besides it (on its own communicator), and in the shared-memory mode (comm.h) the sum is
+ * memory copies that need a core anyway, so a progress thread would buy nothing. Environment switches (README): JTRAIN_ALLREDUCE =
  * auto|shm|mpi (comm.h modes), JTRAIN_BUCKET_KB (default 256 for shm, 0 for mpi; 0 = one
  * bucket after backward, no overlap). */
 #include <cblas.h>
