@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #define SCAN_TIMEOUT_DEFAULT 120.0 /* seconds; a healthy scan takes milliseconds */
+#define WHY_FILTER 400             /* the missing-filter explanation */
 
 static void why_set(char *why, size_t whylen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -505,7 +506,11 @@ cleanup:
     return rc;
 }
 
-int jt_h5_dset_check_filters(hid_t d, char *why, size_t whylen) {
+/* Finds a filter of d's pipeline that this HDF5 cannot decode; only mandatory ones unless
+ * optional too (an optional filter may have been skipped for every chunk, so only a read can
+ * tell). 1 and the explanation in why ("compressed with filter 'lzf' (id 32000), which ..."),
+ * 0 if none, -1 (why) if the pipeline cannot be read. */
+static int missing_filter(hid_t d, int optional_too, char *why, size_t whylen) {
     hid_t dcpl = H5Dget_create_plist(d);
     if (dcpl < 0) {
         why_h5(why, whylen, "cannot read its storage properties");
@@ -525,21 +530,28 @@ int jt_h5_dset_check_filters(hid_t d, char *why, size_t whylen) {
         if (id < 0) {
             why_h5(why, whylen, "cannot read its filters");
             rc = -1;
-        } else if (H5Zfilter_avail(id) <= 0) {
-            /* well-known plugins by id, in case the file names none */
+        } else if ((optional_too || !(flags & H5Z_FLAG_OPTIONAL)) && H5Zfilter_avail(id) <= 0) {
+            /* well-known plugins by id, for files that do not name theirs */
             const char *known = id == 32000 ? "lzf" : id == 32001 ? "blosc" : id == 32004 ? "lz4"
-                              : id == 32008 ? "bitshuffle" : id == 32015 ? "zstd" : "";
-            why_set(why, whylen, "is compressed with filter '%s' (id %d), which this HDF5 "
-                    "cannot decode (no such filter built in, and no plugin found in "
-                    "HDF5_PLUGIN_PATH): rewrite the file without it, e.g. h5repack -f GZIP=4 "
-                    "IN OUT, or install the filter's HDF5 plugin",
-                    name[0] ? name : known[0] ? known : "unknown", (int)id);
-            rc = -1;
+                              : id == 32008 ? "bitshuffle" : id == 32015 ? "zstd" : "unknown";
+            name[sizeof name - 1] = '\0';
+            why_set(why, whylen, "compressed with filter '%s' (id %d), which this HDF5 cannot "
+                    "decode (not built in, and no plugin for it in HDF5_PLUGIN_PATH): rewrite "
+                    "the file without it (e.g. h5repack -f GZIP=4 IN OUT) or install the "
+                    "filter's HDF5 plugin", name[0] ? name : known, (int)id);
+            rc = 1;
         }
     }
     H5Pclose(dcpl);
-    jt_h5_quiet();
     return rc;
+}
+
+int jt_h5_dset_check_filters(hid_t d, char *why, size_t whylen) {
+    char w[WHY_FILTER];
+    int r = missing_filter(d, 0, w, sizeof w);
+    if (r == 0) return 0;
+    why_set(why, whylen, "%s%s", r > 0 ? "is " : "", w);
+    return -1;
 }
 
 int jt_h5_dset_walk_chunks(hid_t d, char *why, size_t whylen) {
@@ -578,7 +590,11 @@ int jt_h5_read_rows(hid_t d, hid_t mem_type, hsize_t begin, hsize_t rows, hid_t 
         goto cleanup;
     }
     if (H5Dread(d, mem_type, ms, fs, xfer, buf) < 0) {
-        why_h5(why, whylen, "cannot be read");
+        char r[512], w[WHY_FILTER];
+        jt_h5_reason(r, sizeof r);
+        /* an optional filter this HDF5 lacks: say so rather than "... is not registered" */
+        if (missing_filter(d, 1, w, sizeof w) == 1) why_set(why, whylen, "cannot be read: %s", w);
+        else why_set(why, whylen, "cannot be read: %s", r);
         goto cleanup;
     }
     rc = 0;
