@@ -23,6 +23,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "guard_alloc.h"
+
 #define SCAN_TIMEOUT_DEFAULT 120.0 /* seconds; a healthy scan takes milliseconds */
 #define WHY_FILTER 400             /* the missing-filter explanation */
 
@@ -665,8 +667,16 @@ static void scan_child(int fd, pid_t parent, jt_h5_scan_fn scan, void *arg, size
     if (getppid() != parent) _exit(111); /* the parent is already gone */
     struct rlimit no_core = {0, 0};
     setrlimit(RLIMIT_CORE, &no_core);
+    /* Every block HDF5 allocates from now on is guarded (guard_alloc.h), so a write past one
+     * faults here instead of passing unnoticed; HDF5's free lists would hand out unguarded
+     * blocks from before the fork, so they go first and keep nothing. */
+    H5garbage_collect();
+    H5set_free_list_limits(0, 0, 0, 0, 0, 0);
+    jt_guard_enable();
     char *err = jt_xcalloc(errlen, 1);
     jt_status st = scan(arg, err, errlen);
+    H5garbage_collect();
+    jt_guard_check();
     int32_t code = (int32_t)st;
     write_all(fd, &code, sizeof code);
     if (st != JT_OK) write_all(fd, err, strnlen(err, errlen - 1));
