@@ -559,7 +559,7 @@ static jt_status read_view(hid_t g, const char *path, const char *sec, const jt_
              v->name, fshape, mshape);
         goto cleanup;
     }
-    if (jt_h5_dset_check_filters(d, detail, sizeof detail) != 0) {
+    if (jt_h5_dset_check_storage(d, detail, sizeof detail) != 0) {
         fail(err, errlen, "checkpoint %s: %s/%s %s", path, sec, v->name, detail);
         goto cleanup;
     }

@@ -235,7 +235,7 @@ static jt_status open_array(const data_ctx *c, hid_t grp, const char *name, jt_a
             return fail(c, "%s has dtype %s, expected an integer label (class index, -1 = none)",
                         where, info.type);
     }
-    if (jt_h5_dset_check_filters(p->dset, why, sizeof why) != 0)
+    if (jt_h5_dset_check_storage(p->dset, why, sizeof why) != 0)
         return fail(c, "%s %s", where, why);
     a->shape.ndim = p->rank - 1;
     a->row_elems = 1;

@@ -548,7 +548,46 @@ static int missing_filter(hid_t d, int optional_too, char *why, size_t whylen) {
     return rc;
 }
 
-int jt_h5_dset_check_filters(hid_t d, char *why, size_t whylen) {
+/* A chunked d's chunk shape against its own shape: -1 (why) when damaged. */
+static int check_chunks(hid_t d, char *why, size_t whylen) {
+    int rc = -1;
+    hid_t dcpl = H5Dget_create_plist(d), fs = H5Dget_space(d);
+    hsize_t dims[JT_H5_MAX_RANK], maxd[JT_H5_MAX_RANK], chunk[JT_H5_MAX_RANK];
+    if (dcpl < 0 || fs < 0) {
+        why_h5(why, whylen, "cannot read its storage properties");
+        goto cleanup;
+    }
+    if (H5Pget_layout(dcpl) != H5D_CHUNKED) {
+        rc = 0;
+        goto cleanup;
+    }
+    int rank = H5Sget_simple_extent_ndims(fs);
+    int crank = H5Pget_chunk(dcpl, JT_H5_MAX_RANK, chunk);
+    if (rank < 0 || rank > JT_H5_MAX_RANK || H5Sget_simple_extent_dims(fs, dims, maxd) < 0 ||
+        crank < 0) {
+        why_h5(why, whylen, "cannot read its chunk shape");
+        goto cleanup;
+    }
+    char cs[160], ds[160];
+    jt_h5_dims_str(chunk, crank < JT_H5_MAX_RANK ? crank : JT_H5_MAX_RANK, "[]", cs, sizeof cs);
+    jt_h5_dims_str(dims, rank, "[]", ds, sizeof ds);
+    int bad = crank != rank;
+    for (int i = 0; i < rank && !bad; i++)
+        bad = chunk[i] == 0 || (maxd[i] != H5S_UNLIMITED && chunk[i] > maxd[i]);
+    if (bad) {
+        why_set(why, whylen, "has chunks of %s, which do not fit its shape %s (the file is "
+                "damaged)", cs, ds);
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    if (fs >= 0) H5Sclose(fs);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    return rc;
+}
+
+int jt_h5_dset_check_storage(hid_t d, char *why, size_t whylen) {
+    if (check_chunks(d, why, whylen) != 0) return -1;
     char w[WHY_FILTER];
     int r = missing_filter(d, 0, w, sizeof w);
     if (r == 0) return 0;

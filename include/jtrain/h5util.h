@@ -108,17 +108,19 @@ typedef struct {
 
 /* Type and shape of data set d. 0, or -1 (why). */
 int jt_h5_dset_info_get(hid_t d, jt_h5_dset_info *info, char *why, size_t whylen);
-/* 0 if HDF5 can decode every mandatory filter of d's pipeline; else -1 and why: "is compressed
- * with filter 'lzf' (id 32000), which this HDF5 cannot decode (...): rewrite the file without it
- * (...) or install the filter's HDF5 plugin". An optional filter (h5py's lzf is one) may have been
- * skipped for every chunk, so it passes here and jt_h5_read_rows explains it if a read needs
- * it. */
-int jt_h5_dset_check_filters(hid_t d, char *why, size_t whylen);
+/* 0 if d's storage can be read: its chunk shape (if chunked) has d's rank and no axis larger
+ * than d's fixed maximum (HDF5 1.10 copies out of bounds when it is; a damaged file), and HDF5
+ * can decode every mandatory filter of its pipeline. Else -1 and why: "has chunks of [2, 32,
+ * 8232], larger than its shape [2, 32, 40] ...", or "is compressed with filter 'lzf' (id
+ * 32000), which this HDF5 cannot decode (...): rewrite the file without it (...) or install the
+ * filter's HDF5 plugin". An optional filter (h5py's lzf is one) may have been skipped for every
+ * chunk, so it passes here and jt_h5_read_rows explains it if a read needs it. */
+int jt_h5_dset_check_storage(hid_t d, char *why, size_t whylen);
 /* Walks d's whole chunk index (metadata only; nothing for a contiguous data set). 0 or -1. */
 int jt_h5_dset_walk_chunks(hid_t d, char *why, size_t whylen);
 /* Reads rows [begin, begin + rows) along axis 0 of d (all of every other axis) as mem_type into
  * buf, with transfer properties xfer (H5P_DEFAULT). 0, or -1 (why: "cannot be read: " and
- * HDF5's reason, or the missing-filter explanation of jt_h5_dset_check_filters). */
+ * HDF5's reason, or the missing-filter explanation of jt_h5_dset_check_storage). */
 int jt_h5_read_rows(hid_t d, hid_t mem_type, hsize_t begin, hsize_t rows, hid_t xfer, void *buf,
                     char *why, size_t whylen);
 
