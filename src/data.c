@@ -14,7 +14,8 @@
  *     and last row of this rank's shard of each input; only if it survives does this process
  *     open the file;
  *   - every HDF5 handle opened here is closed on every path (goto cleanup), and on failure the
- *     split is left zeroed. Every HDF5 call goes through h5util. */
+ *     split is left zeroed. Attributes and data sets are read through h5util (checks before
+ *     each read, HDF5's reason on failure); this file only opens the file, groups and objects. */
 #include "jtrain/data.h"
 
 #include <errno.h>

@@ -1,7 +1,7 @@
-/* h5util.h - the one place jtrain talks to HDF5: attribute and data set reads and writes with
- * their type and shape checks, type and dimension formatting, HDF5's error stack turned into a
- * reason, and the isolation of the first scan of an untrusted file (data.c, ckpt.c and synth.c
- * use it; no other module includes hdf5.h for a file).
+/* h5util.h - jtrain's HDF5 layer: every attribute and data set read and write with its type and
+ * shape checks, type and dimension formatting, HDF5's error stack turned into a reason, and the
+ * isolation of the first scan of an untrusted file. data.c, ckpt.c and synth.c use it and only
+ * open files, groups and objects themselves.
  *
  * Untrusted files: data sets and checkpoints come from users, and a crafted HDF5 file can crash
  * libhdf5 1.10.8 itself (out-of-bounds reads while it decodes a variable-length string's global

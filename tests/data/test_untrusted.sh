@@ -54,6 +54,17 @@ for f in crash-data-164f7b2ea8934689 crash-data-44c20fb559b8c3c9 crash-data-ba32
     --set data.file="$JT_SRC/tests/fuzz/regressions/$f.h5" --set checkpoint.dir=r3
 done
 
+# A message quotes strings from the file: still one line (a newline becomes '?').
+"$PY" - <<'PY'
+import h5py, shutil
+shutil.copy("synth.h5", "newline.h5")
+with h5py.File("newline.h5", "r+") as f:
+    f.attrs["jtrain_format"] = "data\nset\x1b[31m"
+PY
+within 10 3 'newline.h5: root attribute jtrain_format is "data\?set\?\[31m", expected "dataset"' \
+  -- "$JTRAIN" train "$cfg" --set data.file=newline.h5 --set checkpoint.dir=r8
+[ "$(wc -l < err.txt)" = 1 ] || { cat err.txt >&2; fail "a message over two lines"; }
+
 # Truncated: HDF5's reason, not "damaged?".
 head -c 30000 synth.h5 > cut.h5
 within 10 3 "cut.h5: cannot open the HDF5 file: truncated file: eof = 30000" \
