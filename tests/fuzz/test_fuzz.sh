@@ -4,8 +4,8 @@
 #   2. FUZZ_DATA data set mutants, FUZZ_CONFIG config mutants and FUZZ_CKPT checkpoint mutants
 #      with a fixed seed (the same mutants every run) find nothing.
 # About 1.5 minutes on 2 idle cores, 3 when they are shared (jtrain_fuzz.py --jobs 2). A finding
-# fails the test and is kept in $JT_TMP/findings (with a .txt of the command and stderr): add it to the regression
-# folder once fixed. The long run is by hand: tests/fuzz/jtrain_fuzz.py --minutes 10 (README).
+# fails the test and is kept in $JT_TMP/findings (with a .txt of the command and stderr): add it
+# to the regression folder once fixed. The long run is by hand: jtrain_fuzz.py --minutes 10.
 source "$JT_SRC/tests/testlib.sh"
 FUZZ="$JT_SRC/tests/fuzz/jtrain_fuzz.py"
 FUZZ_DATA="${FUZZ_DATA:-300}"
