@@ -6,6 +6,7 @@
  * every path; HDF5 never prints (jt_h5_quiet). The scan child never returns into the caller:
  * it ends with _exit, so it runs no atexit handler, flushes no inherited stdio buffer and makes
  * no MPI call. */
+#define _DEFAULT_SOURCE /* MAP_ANONYMOUS */
 #include "jtrain/h5util.h"
 
 #include <errno.h>
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/types.h>
@@ -25,7 +27,8 @@
 
 #include "guard_alloc.h"
 
-#define SCAN_TIMEOUT_DEFAULT 120.0 /* seconds; a healthy scan takes milliseconds */
+#define SCAN_STALL_DEFAULT 20.0 /* seconds without a beat: no HDF5 call of a healthy scan takes
+                                    that long (the whole scan takes milliseconds to a second) */
 #define WHY_FILTER 400             /* the missing-filter explanation */
 
 static void why_set(char *why, size_t whylen, const char *fmt, ...)
@@ -39,6 +42,15 @@ static void why_set(char *why, size_t whylen, const char *fmt, ...) {
 }
 
 void jt_h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+/* In the scan child: a counter in a page shared with the parent, bumped by every function here
+ * (so between any two HDF5 calls of a scan); the parent kills a child whose counter stands
+ * still for too long: stuck in one HDF5 call (a crafted file can make libhdf5 loop forever). */
+static volatile uint64_t *g_beat = NULL;
+
+static void beat(void) {
+    if (g_beat) __atomic_add_fetch(g_beat, 1, __ATOMIC_RELAXED);
+}
 
 /* ---------- the error stack ---------- */
 
@@ -129,6 +141,7 @@ void jt_h5_type_name(hid_t t, char *buf, size_t len) {
 }
 
 void jt_h5_list_children(hid_t loc, H5I_type_t want, char *buf, size_t len) {
+    beat();
     H5G_info_t info;
     size_t used = 0;
     if (!len) return;
@@ -140,6 +153,7 @@ void jt_h5_list_children(hid_t loc, H5I_type_t want, char *buf, size_t len) {
                                             sizeof name, H5P_DEFAULT);
             if (nl < 0 || (size_t)nl >= sizeof name) continue;
             hid_t o = H5Oopen(loc, name, H5P_DEFAULT);
+            beat();
             if (o < 0) continue;
             int match = H5Iget_type(o) == want;
             H5Oclose(o);
@@ -154,6 +168,7 @@ void jt_h5_list_children(hid_t loc, H5I_type_t want, char *buf, size_t len) {
 /* ---------- attributes ---------- */
 
 int jt_h5_attr_exists(hid_t obj, const char *name, char *why, size_t whylen) {
+    beat();
     jt_h5_quiet();
     htri_t e = H5Aexists(obj, name);
     if (e < 0) {
@@ -312,6 +327,7 @@ int jt_h5_attr_strings(hid_t obj, const char *name, size_t max_n, char ***out, s
             res[i] = copy_str(p, len);
         }
     }
+    beat();
     *out = res;
     *n_out = n;
     res = NULL;
@@ -483,6 +499,7 @@ int jt_h5_attr_write_u64(hid_t obj, const char *name, uint64_t v) {
 /* ---------- data sets ---------- */
 
 int jt_h5_dset_info_get(hid_t d, jt_h5_dset_info *info, char *why, size_t whylen) {
+    beat();
     memset(info, 0, sizeof *info);
     int rc = -1;
     hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
@@ -587,6 +604,7 @@ cleanup:
 }
 
 int jt_h5_dset_check_storage(hid_t d, char *why, size_t whylen) {
+    beat();
     if (check_chunks(d, why, whylen) != 0) return -1;
     char w[WHY_FILTER];
     int r = missing_filter(d, 0, w, sizeof w);
@@ -596,6 +614,7 @@ int jt_h5_dset_check_storage(hid_t d, char *why, size_t whylen) {
 }
 
 int jt_h5_dset_walk_chunks(hid_t d, char *why, size_t whylen) {
+    beat();
     hid_t dcpl = H5Dget_create_plist(d);
     if (dcpl < 0) {
         why_h5(why, whylen, "cannot read its storage properties");
@@ -614,6 +633,7 @@ int jt_h5_dset_walk_chunks(hid_t d, char *why, size_t whylen) {
 
 int jt_h5_read_rows(hid_t d, hid_t mem_type, hsize_t begin, hsize_t rows, hid_t xfer, void *buf,
                     char *why, size_t whylen) {
+    beat();
     int rc = -1;
     hsize_t dims[JT_H5_MAX_RANK], start[JT_H5_MAX_RANK] = {0};
     hid_t fs = H5Dget_space(d), ms = H5I_INVALID_HID;
@@ -630,7 +650,9 @@ int jt_h5_read_rows(hid_t d, hid_t mem_type, hsize_t begin, hsize_t rows, hid_t 
         why_h5(why, whylen, "cannot select its rows");
         goto cleanup;
     }
-    if (H5Dread(d, mem_type, ms, fs, xfer, buf) < 0) {
+    int read_failed = H5Dread(d, mem_type, ms, fs, xfer, buf) < 0;
+    beat();
+    if (read_failed) {
         char r[512], w[WHY_FILTER];
         jt_h5_reason(r, sizeof r);
         /* an optional filter this HDF5 lacks: say so rather than "... is not registered" */
@@ -740,28 +762,38 @@ jt_status jt_h5_isolated(const char *label, jt_h5_scan_fn scan, void *arg, jt_st
                          char *err, size_t errlen) {
     const char *iso = getenv("JTRAIN_H5_ISOLATE");
     if (iso && strcmp(iso, "0") == 0) return JT_OK;
-    double limit = SCAN_TIMEOUT_DEFAULT;
+    double limit = SCAN_STALL_DEFAULT;
     const char *lim = getenv("JTRAIN_H5_SCAN_TIMEOUT");
-    if (lim && jt_parse_double(lim, &limit) != 0) limit = SCAN_TIMEOUT_DEFAULT;
-    if (!(limit > 0)) limit = SCAN_TIMEOUT_DEFAULT;
+    if (lim && (jt_parse_double(lim, &limit) != 0 || !(limit > 0))) limit = SCAN_STALL_DEFAULT;
     size_t cap = errlen > 1 ? errlen : 2;
     int fds[2];
     if (pipe(fds) != 0) return JT_OK;
-    pid_t parent = getpid(), pid = fork();
-    if (pid < 0) {
+    volatile uint64_t *shared = mmap(NULL, sizeof *shared, PROT_READ | PROT_WRITE,
+                                     MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) {
         close(fds[0]);
         close(fds[1]);
         return JT_OK;
     }
+    *shared = 0;
+    pid_t parent = getpid(), pid = fork();
+    if (pid < 0) {
+        close(fds[0]);
+        close(fds[1]);
+        munmap((void *)shared, sizeof *shared);
+        return JT_OK;
+    }
     if (pid == 0) {
         close(fds[0]);
+        g_beat = shared;
         scan_child(fds[1], parent, scan, arg, cap);
     }
     close(fds[1]);
     char *msg = jt_xcalloc(cap + 4, 1);
     size_t got = 0;
     int timed_out = 0;
-    double deadline = jt_now() + limit;
+    uint64_t seen = 0;
+    double last_beat = jt_now();
     for (;;) {
         struct pollfd p = {fds[0], POLLIN, 0};
         int r = poll(&p, 1, 200);
@@ -776,13 +808,19 @@ jt_status jt_h5_isolated(const char *label, jt_h5_scan_fn scan, void *arg, jt_st
             memcpy(msg + got, tmp, k);
             got += k;
         }
-        if (jt_now() > deadline) {
+        uint64_t now_beat = __atomic_load_n(shared, __ATOMIC_RELAXED);
+        double now = jt_now();
+        if (now_beat != seen) {
+            seen = now_beat;
+            last_beat = now;
+        } else if (now - last_beat > limit) {
             timed_out = 1;
             kill(pid, SIGKILL);
             break;
         }
     }
     close(fds[0]);
+    munmap((void *)shared, sizeof *shared);
     int ws = 0;
     pid_t w;
     while ((w = waitpid(pid, &ws, 0)) < 0 && errno == EINTR) {}
@@ -790,8 +828,9 @@ jt_status jt_h5_isolated(const char *label, jt_h5_scan_fn scan, void *arg, jt_st
     int exited_ok = w < 0 ? 1 : WIFEXITED(ws) && WEXITSTATUS(ws) == 0;
     jt_status st;
     if (timed_out) {
-        snprintf(err, errlen, "%s: HDF5 did not finish reading it within %.0f s (the file is "
-                 "damaged or crafted; JTRAIN_H5_SCAN_TIMEOUT sets the limit)", label, limit);
+        snprintf(err, errlen, "%s: HDF5 did not finish reading it: stuck for %.0f s in one step "
+                 "(the file is damaged or crafted, or its storage is very slow; "
+                 "JTRAIN_H5_SCAN_TIMEOUT sets the limit)", label, limit);
         st = on_crash;
     } else if (got >= 4 && exited_ok) {
         int32_t code;

@@ -134,15 +134,17 @@ int jt_h5_write_rows(hid_t d, hid_t mem_type, hsize_t begin, hsize_t rows, const
 typedef jt_status (*jt_h5_scan_fn)(void *arg, char *err, size_t errlen);
 
 /* Runs scan(arg) in a forked child process first. The child ignores SIGINT/SIGTERM/SIGUSR1/
- * SIGHUP (the parent handles those), dies with the parent, dumps no core, makes no MPI call and
- * ends with _exit; it sends its status and message back through a pipe. Returns that status
- * and message when the child finished (so JT_OK means: the same walk in this process will not
- * meet the crash); on_crash with err "LABEL: HDF5 crashed while reading it (SIGSEGV): the file
- * is damaged or crafted" when the child died by a signal or exited without a verdict (e.g. an
- * AddressSanitizer report), or "LABEL: HDF5 did not finish reading it within N s ..." when it
- * ran longer than the limit (JTRAIN_H5_SCAN_TIMEOUT seconds, default 120) and was killed.
- * Calls jt_progress() while it waits. If fork() fails, or JTRAIN_H5_ISOLATE=0 (debugging),
- * runs nothing and returns JT_OK: the caller's own walk is then unprotected. */
+ * SIGHUP (the parent handles those), dies with the parent, dumps no core, allocates from guarded
+ * blocks (guard_alloc.h: a heap overflow inside HDF5 faults at once), makes no MPI call and ends
+ * with _exit; it sends its status and message back through a pipe. Returns that status and
+ * message when the child finished (so JT_OK means: the same walk in this process will not meet
+ * the crash); on_crash with err "LABEL: HDF5 crashed while reading it (SIGSEGV): the file is
+ * damaged or crafted" when the child died by a signal or exited without a verdict (e.g. an
+ * AddressSanitizer report), or "LABEL: HDF5 did not finish reading it: stuck for N s in one
+ * step ..." when the functions here were not called for JTRAIN_H5_SCAN_TIMEOUT seconds
+ * (default 20: one HDF5 call looping on a crafted file) and the child was killed. Calls
+ * jt_progress() while it waits. If fork() fails, or JTRAIN_H5_ISOLATE=0 (debugging), runs
+ * nothing and returns JT_OK: the caller's own walk is then unprotected. */
 jt_status jt_h5_isolated(const char *label, jt_h5_scan_fn scan, void *arg, jt_status on_crash,
                          char *err, size_t errlen);
 /* 1 inside the scan child of jt_h5_isolated, else 0 (a scan may skip work the check does not

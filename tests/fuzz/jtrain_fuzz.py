@@ -162,13 +162,13 @@ def mutate_text(rng, text):
 def jtrain_env():
     """Single-process Open MPI without the slow start-up of a singleton: no orted
     (ess_singleton_isolated) and no probing of network transports (pml ob1, btl self,vader):
-    ~0.1 s a run instead of ~0.8 s. jtrain's limit for the isolated first scan of a file goes
-    down from 120 s to 10 s, so a file that hangs HDF5 is answered (exit 3) within the
-    fuzzer's timeout."""
+    ~0.1 s a run instead of ~0.8 s. jtrain's limit for one step of the isolated first scan of
+    a file goes down from 20 s to 5 s, so a file that hangs HDF5 is answered (exit 3) well
+    within the fuzzer's timeout."""
     return dict(os.environ, OPENBLAS_NUM_THREADS="1", OMPI_MCA_btl="self,vader",
                 OMPI_MCA_pml="ob1", OMPI_MCA_ess_singleton_isolated="1",
                 OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-                JTRAIN_H5_SCAN_TIMEOUT="10")
+                JTRAIN_H5_SCAN_TIMEOUT="5")
 
 
 class Runner:
