@@ -5,6 +5,7 @@
 #     object larger than its collection; made here from a valid file, and the fuzzer's crash
 #     inputs): exit 3 "HDF5 crashed while reading it", also under mpirun -np 2 (the isolated scan
 #     forks in an MPI process: no Open MPI warning), and a crafted checkpoint: exit 4;
+#   - a file on which libhdf5 loops for ever: killed after JTRAIN_H5_SCAN_TIMEOUT s, exit 3;
 #   - a truncated data set: HDF5's own reason ("truncated file");
 #   - an array compressed with lzf, which this HDF5 cannot decode: the filter is named;
 #   - a head whose train labels are all -1: exit 3 naming the head and the array;
@@ -64,6 +65,11 @@ PY
 within 10 3 'newline.h5: root attribute jtrain_format is "data\?set\?\[31m", expected "dataset"' \
   -- "$JTRAIN" train "$cfg" --set data.file=newline.h5 --set checkpoint.dir=r8
 [ "$(wc -l < err.txt)" = 1 ] || { cat err.txt >&2; fail "a message over two lines"; }
+
+# A file on which libhdf5 loops for ever (a fuzzer finding): killed when stuck, exit 3.
+within 15 3 "hang-data-e2bcf995cb88bcc4.h5: HDF5 did not finish reading it: stuck for 3 s" \
+  -- env JTRAIN_H5_SCAN_TIMEOUT=3 "$JTRAIN" train "$cfg" --set checkpoint.dir=r9 \
+  --set data.file="$JT_SRC/tests/fuzz/regressions/hang-data-e2bcf995cb88bcc4.h5"
 
 # Truncated: HDF5's reason, not "damaged?".
 head -c 30000 synth.h5 > cut.h5
