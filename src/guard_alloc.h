@@ -1,4 +1,4 @@
-/* guard_alloc.h - private to h5util.c: a guard-page allocator for the scan child of
+/* guard_alloc.h - private to h5isolate.c: a guard-page allocator for the scan child of
  * jt_h5_isolated.
  *
  * A crafted HDF5 file does not always crash libhdf5: some bugs (H5HG_read copying a global heap
