@@ -5,8 +5,9 @@
  * The header sits right before the user pointer (magic, size, its region), and live blocks are
  * linked so jt_guard_check can walk them. A freed region of up to POOL_PAGES pages is kept for
  * the next block of the same number of pages (HDF5 allocates and frees thousands of small
- * blocks while it opens a file; a fresh mapping each time costs ~30 us apiece), so a use after
- * free is not caught, only writes past the end. Invariants: outside guard mode every call goes
+ * blocks while it opens a file; a fresh mapping each time costs ~30 us apiece), and up to
+ * BIG_KEEP larger ones for any block that fits (placed at the region's end, before its guard
+ * page), so a use after free is not caught, only writes past the end. Invariants: outside guard mode every call goes
  * to glibc unchanged; in guard mode a pointer inside the reserved stretch is ours, any other
  * came from glibc before the switch and goes back to glibc. */
 #define _DEFAULT_SOURCE /* MAP_ANONYMOUS, MAP_NORESERVE */
@@ -47,7 +48,9 @@ size_t malloc_usable_size(void *p);
 #define GUARD_RESERVE ((size_t)64 << 30) /* address space only (PROT_NONE, not committed) */
 #define GUARD_MAGIC 0x6a7467756172642aULL
 #define CANARY 0xa5
-#define POOL_PAGES 32 /* freed regions up to this many pages are reused */
+#define POOL_PAGES 32 /* freed regions up to this many pages are reused by exact size */
+#define BIG_KEEP 32   /* larger freed regions kept for reuse (HDF5 decodes chunk after chunk
+                         into buffers of the same size: fresh pages would fault every time) */
 
 typedef struct guard_hdr {
     uint64_t magic;
@@ -62,6 +65,8 @@ static char *g_base, *g_next, *g_end;
 static size_t g_page;
 static guard_hdr *g_live;
 static char *g_pool[POOL_PAGES + 1]; /* freed regions by pages; their first word links them */
+static char *g_big[BIG_KEEP];        /* larger freed regions, and their lengths */
+static size_t g_big_len[BIG_KEEP];
 
 static int ours(const void *p) {
     return g_on && (const char *)p >= g_base && (const char *)p < g_end;
@@ -87,9 +92,18 @@ static void *guard_alloc(size_t n, size_t align, int zero) {
     size_t need = usz + sizeof(guard_hdr) + align;
     size_t len = (need + g_page - 1) / g_page * g_page, pages = len / g_page;
     char *region;
+    int best = -1;
+    if (pages > POOL_PAGES)
+        for (int i = 0; i < BIG_KEEP; i++)
+            if (g_big[i] && g_big_len[i] >= len && (best < 0 || g_big_len[i] < g_big_len[best]))
+                best = i;
     if (pages <= POOL_PAGES && g_pool[pages]) {
         region = g_pool[pages];
         memcpy(&g_pool[pages], region, sizeof(char *));
+    } else if (best >= 0) { /* the block goes at its end: the guard page follows */
+        region = g_big[best];
+        len = g_big_len[best];
+        g_big[best] = NULL;
     } else {
         if ((size_t)(g_end - g_next) < len + g_page) return NULL;
         region = g_next;
@@ -127,7 +141,13 @@ static void guard_free(void *p) {
         g_pool[pages] = h->region;
         return;
     }
-    /* a big block: its memory goes back, and it becomes inaccessible */
+    for (int i = 0; i < BIG_KEEP; i++)
+        if (!g_big[i]) {
+            g_big[i] = h->region;
+            g_big_len[i] = h->region_len;
+            return;
+        }
+    /* no room to keep it: its memory goes back, and it becomes inaccessible */
     mmap(h->region, h->region_len, PROT_NONE,
          MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
 }
@@ -142,6 +162,7 @@ int jt_guard_enable(void) {
     g_end = g_base + GUARD_RESERVE;
     g_live = NULL;
     memset(g_pool, 0, sizeof g_pool);
+    memset(g_big, 0, sizeof g_big);
     g_on = 1;
     return 0;
 }
