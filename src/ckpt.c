@@ -488,39 +488,6 @@ static jt_status read_state_impl(const char *path, jt_ckpt_state *st, char *err,
     return status;
 }
 
-/* A checkpoint is untrusted input (a user's --resume or eval file): every read of one runs
- * first in a forked child (h5util.h, jt_h5_isolated), so a file that crashes libhdf5 is a
- * checkpoint error, not a dead rank. */
-typedef struct {
-    const char *path;
-    jt_params *p;
-} ckpt_scan;
-
-static jt_status scan_state(void *arg, char *err, size_t errlen) {
-    const ckpt_scan *a = arg;
-    jt_ckpt_state st;
-    jt_status status = read_state_impl(a->path, &st, err, errlen);
-    if (status == JT_OK) jt_ckpt_state_free(&st);
-    return status;
-}
-
-/* "checkpoint PATH", the start of every load message (ckpt_dir.c strips it for warnings). */
-static const char *ckpt_label(const char *path, char *buf, size_t len) {
-    snprintf(buf, len, "checkpoint %s", path);
-    return buf;
-}
-
-jt_status jt_ckpt_read_state(const char *path, jt_ckpt_state *st, char *err, size_t errlen) {
-    JT_CHECK(path && st, "jt_ckpt_read_state: bad arguments");
-    jt_h5_quiet();
-    char label[JT_CKPT_PATH_MAX + 16];
-    ckpt_scan a = {path, NULL};
-    jt_status status = jt_h5_isolated(ckpt_label(path, label, sizeof label), scan_state, &a,
-                                      JT_ECKPT, err, errlen);
-    if (status != JT_OK) return status;
-    return read_state_impl(path, st, err, errlen);
-}
-
 /* Checks one dataset against view v and reads it into dst (v->size floats). */
 static jt_status read_view(hid_t g, const char *path, const char *sec, const jt_view *v,
                            float *dst, char *err, size_t errlen) {
@@ -640,13 +607,15 @@ cleanup:
     return status;
 }
 
-static jt_status load_impl(const char *path, jt_params *p, jt_ckpt_state *st, char *err,
-                           size_t errlen) {
+/* Reads and checks everything of the checkpoint at path: *st, and bufs[0..2] (params, adam/m,
+ * adam/v; p->total floats each, laid out like p's buffers, allocated here). On failure nothing
+ * is left allocated. */
+static jt_status load_checked(const char *path, const jt_params *p, jt_ckpt_state *st,
+                              float *bufs[3], char *err, size_t errlen) {
     jt_status status = JT_ECKPT;
     jt_ckpt_state tmp = {0};
-    float *bufs[3] = {NULL, NULL, NULL};
-    float *dsts[3] = {p->w, p->m, p->v};
     const jt_view **sorted = NULL;
+    for (int s = 0; s < 3; s++) bufs[s] = NULL;
     hid_t f = open_checkpoint(path, err, errlen);
     if (f < 0) goto cleanup;
     if (read_state_from(f, path, &tmp, err, errlen) != JT_OK) goto cleanup;
@@ -656,42 +625,157 @@ static jt_status load_impl(const char *path, jt_params *p, jt_ckpt_state *st, ch
         if (read_section(f, path, SECTIONS[s], p, sorted, bufs[s], err, errlen) != JT_OK)
             goto cleanup;
     }
-    /* Everything checked: only now touch the model. */
-    for (int s = 0; s < 3; s++)
-        for (size_t i = 0; i < p->n_views; i++)
-            memcpy(dsts[s] + p->views[i].offset, bufs[s] + p->views[i].offset,
-                   p->views[i].size * sizeof(float));
     *st = tmp;
     tmp.config_text = NULL;
     status = JT_OK;
 cleanup:
     jt_ckpt_state_free(&tmp);
-    for (int s = 0; s < 3; s++) jt_free_aligned(bufs[s]);
+    if (status != JT_OK)
+        for (int s = 0; s < 3; s++) {
+            jt_free_aligned(bufs[s]);
+            bufs[s] = NULL;
+        }
     free(sorted);
     if (f >= 0) H5Fclose(f);
     return status;
 }
 
-/* The child loads the whole checkpoint (into its own copy of p, thrown away): the real load
- * then reads nothing the child did not. */
-static jt_status scan_load(void *arg, char *err, size_t errlen) {
-    const ckpt_scan *a = arg;
+/* Everything checked: only now touch the model (its views; p->g and the padding stay). */
+static void apply_views(jt_params *p, float *bufs[3]) {
+    float *dsts[3] = {p->w, p->m, p->v};
+    for (int s = 0; s < 3; s++)
+        for (size_t i = 0; i < p->n_views; i++)
+            memcpy(dsts[s] + p->views[i].offset, bufs[s] + p->views[i].offset,
+                   p->views[i].size * sizeof(float));
+}
+
+/* ---------- the isolated reader ----------
+ * A checkpoint is untrusted input (a user's --resume or eval file): it is read in a forked
+ * child (h5util.h, jt_h5_isolated), which sends the checked state (and the views' values) back;
+ * a file that crashes libhdf5 is a checkpoint error, not a dead rank, and this process never
+ * calls HDF5 on it. */
+
+typedef struct {
+    const char *path;
+    const jt_params *p; /* NULL: the state only */
+    jt_ckpt_state st;   /* parent: received */
+    float *bufs[3];     /* parent: received views, laid out like p's buffers */
+} ckpt_iso;
+
+static int send_state(jt_h5_pipe *o, const jt_ckpt_state *st) {
+    uint64_t f[6] = {st->step, st->epoch, st->epoch_step, st->adam_t, st->seed,
+                     (uint64_t)st->world};
+    uint64_t n = strlen(st->config_text);
+    return jt_h5_send(o, f, sizeof f) || jt_h5_send(o, &n, sizeof n) ||
+           jt_h5_send(o, st->config_text, (size_t)n);
+}
+
+static int recv_state(jt_h5_pipe *in, jt_ckpt_state *st) {
+    uint64_t f[6], n;
+    if (jt_h5_recv(in, f, sizeof f) || jt_h5_recv(in, &n, sizeof n)) return -1;
+    JT_CHECK(n <= JT_H5_MAX_STRING, "isolated reader: a config of %llu bytes",
+             (unsigned long long)n);
+    st->step = f[0];
+    st->epoch = f[1];
+    st->epoch_step = f[2];
+    st->adam_t = f[3];
+    st->seed = f[4];
+    st->world = (int64_t)f[5];
+    st->config_text = jt_xcalloc((size_t)n + 1, 1);
+    return jt_h5_recv(in, st->config_text, (size_t)n);
+}
+
+static jt_status ckpt_child(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
+    const ckpt_iso *a = arg;
     jt_ckpt_state st = {0};
-    jt_status status = load_impl(a->path, a->p, &st, err, errlen);
+    float *bufs[3] = {NULL, NULL, NULL};
+    jt_status status = a->p ? load_checked(a->path, a->p, &st, bufs, err, errlen)
+                            : read_state_impl(a->path, &st, err, errlen);
+    if (status != JT_OK) return status;
+    int bad = send_state(out, &st);
+    for (int s = 0; s < 3 && a->p && !bad; s++)
+        for (size_t i = 0; i < a->p->n_views && !bad; i++)
+            bad = jt_h5_send(out, bufs[s] + a->p->views[i].offset,
+                             a->p->views[i].size * sizeof(float));
+    for (int s = 0; s < 3; s++) jt_free_aligned(bufs[s]);
     jt_ckpt_state_free(&st);
-    return status;
+    return bad ? fail(err, errlen, "checkpoint %s: the isolated reader lost its parent", a->path)
+               : JT_OK;
+}
+
+static void ckpt_iso_free(ckpt_iso *a) {
+    jt_ckpt_state_free(&a->st);
+    for (int s = 0; s < 3; s++) {
+        jt_free_aligned(a->bufs[s]);
+        a->bufs[s] = NULL;
+    }
+}
+
+static jt_status ckpt_parent(void *arg, jt_h5_pipe *in, char *err, size_t errlen) {
+    ckpt_iso *a = arg;
+    (void)err;
+    (void)errlen;
+    int bad = recv_state(in, &a->st);
+    for (int s = 0; s < 3 && a->p && !bad; s++) {
+        a->bufs[s] = jt_alloc_floats(a->p->total);
+        for (size_t i = 0; i < a->p->n_views && !bad; i++)
+            bad = jt_h5_recv(in, a->bufs[s] + a->p->views[i].offset,
+                             a->p->views[i].size * sizeof(float));
+    }
+    if (!bad) return JT_OK;
+    ckpt_iso_free(a);
+    return JT_ECKPT;
+}
+
+/* "checkpoint PATH", the start of every load message (ckpt_dir.c strips it for warnings). */
+static const char *ckpt_label(const char *path, char *buf, size_t len) {
+    snprintf(buf, len, "checkpoint %s", path);
+    return buf;
+}
+
+jt_status jt_ckpt_read_state(const char *path, jt_ckpt_state *st, char *err, size_t errlen) {
+    JT_CHECK(path && st, "jt_ckpt_read_state: bad arguments");
+    jt_h5_quiet();
+    if (!jt_h5_isolation_on()) return read_state_impl(path, st, err, errlen);
+    char label[JT_CKPT_PATH_MAX + 16];
+    ckpt_iso a = {path, NULL, {0}, {NULL, NULL, NULL}};
+    jt_status status = jt_h5_isolated(ckpt_label(path, label, sizeof label), ckpt_child,
+                                      ckpt_parent, &a, JT_ECKPT, err, errlen);
+    if (status != JT_OK) {
+        ckpt_iso_free(&a);
+        return status;
+    }
+    *st = a.st;
+    return JT_OK;
 }
 
 jt_status jt_ckpt_load(const char *path, jt_params *p, jt_ckpt_state *st, char *err,
                        size_t errlen) {
     JT_CHECK(path && p && st && p->w && p->m && p->v, "jt_ckpt_load: bad arguments");
     jt_h5_quiet();
+    float *bufs[3];
+    jt_ckpt_state tmp = {0};
+    if (!jt_h5_isolation_on()) {
+        jt_status status = load_checked(path, p, &tmp, bufs, err, errlen);
+        if (status != JT_OK) return status;
+        apply_views(p, bufs);
+        for (int s = 0; s < 3; s++) jt_free_aligned(bufs[s]);
+        *st = tmp;
+        return JT_OK;
+    }
     char label[JT_CKPT_PATH_MAX + 16];
-    ckpt_scan a = {path, p};
-    jt_status status = jt_h5_isolated(ckpt_label(path, label, sizeof label), scan_load, &a,
-                                      JT_ECKPT, err, errlen);
-    if (status != JT_OK) return status;
-    return load_impl(path, p, st, err, errlen);
+    ckpt_iso a = {path, p, {0}, {NULL, NULL, NULL}};
+    jt_status status = jt_h5_isolated(ckpt_label(path, label, sizeof label), ckpt_child,
+                                      ckpt_parent, &a, JT_ECKPT, err, errlen);
+    if (status != JT_OK) {
+        ckpt_iso_free(&a);
+        return status;
+    }
+    apply_views(p, a.bufs);
+    *st = a.st;
+    a.st.config_text = NULL;
+    ckpt_iso_free(&a);
+    return JT_OK;
 }
 
 void jt_ckpt_state_free(jt_ckpt_state *st) {

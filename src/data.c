@@ -6,13 +6,12 @@
  *     runs before a single row is read, and a failure is one message that names the file, the
  *     array as /split/name, what was expected and what was found (HDF5's own reason when HDF5
  *     failed);
- *   - of inputs, only rows [begin, end) are ever read, with one hyperslab read per array (a
- *     rank's memory is its shard, not the data set); label arrays are small and are also read
- *     whole, in blocks, to count their labelled rows over the whole split;
- *   - the file is untrusted: the same walk first runs in a forked child (h5util.h,
- *     jt_h5_isolated) that reads all the metadata, the chunk index and the labels, and the first
- *     and last row of this rank's shard of each input; only if it survives does this process
- *     open the file;
+ *   - of inputs, only rows [begin, end) are ever read, in blocks of whole chunks (a rank's
+ *     memory is its shard, not the data set); label arrays are small and are also read whole,
+ *     in blocks, to count their labelled rows over the whole split;
+ *   - the file is untrusted: all of this runs in a forked child (h5util.h, jt_h5_isolated),
+ *     which sends the checked split and its rows through a pipe; this process never calls
+ *     HDF5 on the file (unless JTRAIN_H5_ISOLATE=0);
  *   - every HDF5 handle opened here is closed on every path (goto cleanup), and on failure the
  *     split is left zeroed. Attributes and data sets are read through h5util (checks before
  *     each read, HDF5's reason on failure); this file only opens the file, groups and objects. */
@@ -35,6 +34,7 @@
 #define LIST_MAX 512                          /* names listed in a message */
 #define WHY_MAX 640                           /* what h5util says is wrong */
 #define COUNT_BLOCK ((size_t)1 << 16)         /* label values per read when counting */
+#define READ_BLOCK ((size_t)32 << 20)         /* bytes of a shard read at a time (about) */
 
 /* Who is asking, for messages: every message starts with the file. */
 typedef struct {
@@ -49,6 +49,7 @@ typedef struct {
     hid_t dset;
     int rank;
     hsize_t dims[DATA_MAX_RANK];
+    hsize_t chunk_rows; /* rows of a chunk (0: not chunked) */
     int u8;             /* inputs: stored as uint8 (else float32) */
     int norm;           /* inputs: 0 as is, 1 x*scale+offset, 2 (x-mean)/std */
     double scale, offset;
@@ -218,6 +219,7 @@ static jt_status open_array(const data_ctx *c, hid_t grp, const char *name, jt_a
                     role == JT_ARRAY_INPUT ? "an input of rank 2 to 5 [N, ...]"
                                            : "a label of rank 1 [N] or 2 [N, L]");
     memcpy(p->dims, info.dims, sizeof p->dims);
+    p->chunk_rows = info.chunk_rows;
     if (role == JT_ARRAY_INPUT) {
         if (p->rank < 2)
             return fail(c, "%s has rank %d %s, expected an input of rank 2 to %d [N, ...] "
@@ -375,32 +377,27 @@ static jt_status count_labelled(const data_ctx *c, jt_array *a, const data_pendi
     return st;
 }
 
-/* Reads rows [begin, begin+rows) of one array with one hyperslab read, converts and checks. */
-static jt_status read_shard(const data_ctx *c, jt_array *a, const data_pending *p, size_t begin,
-                            size_t rows) {
+/* Reads rows [begin, begin+rows) of one array into dst (rows * row_elems floats for inputs,
+ * int32 for labels) with one hyperslab read, converts and checks. tmp: room for rows *
+ * row_elems bytes (uint8 inputs are read there first). */
+static jt_status read_block(const data_ctx *c, const jt_array *a, const data_pending *p,
+                            size_t begin, size_t rows, void *dst, uint8_t *tmp) {
     jt_status st = JT_OK;
     hid_t xfer = H5I_INVALID_HID;
-    uint8_t *tmp = NULL;
     char where[WHERE_MAX], why[WHY_MAX];
     int overflow = 0;
     snprintf(where, sizeof where, "/%s/%s", c->split, a->name);
-    if (rows > SIZE_MAX / 4 / a->row_elems) return fail(c, "%s: shard too large", where);
     size_t total = rows * a->row_elems;
     int rc;
     if (a->role == JT_ARRAY_LABEL) {
-        a->data = jt_xcalloc(total, sizeof(int32_t));
         xfer = H5Pcreate(H5P_DATASET_XFER);
         H5Pset_type_conv_cb(xfer, on_conv_except, &overflow);
-        rc = jt_h5_read_rows(p->dset, H5T_NATIVE_INT32, begin, rows, xfer, a->data, why,
-                             sizeof why);
+        rc = jt_h5_read_rows(p->dset, H5T_NATIVE_INT32, begin, rows, xfer, dst, why, sizeof why);
     } else if (p->u8) {
-        a->data = jt_alloc_floats(total);
-        tmp = jt_xcalloc(total, 1);
         rc = jt_h5_read_rows(p->dset, H5T_NATIVE_UINT8, begin, rows, H5P_DEFAULT, tmp, why,
                              sizeof why);
     } else {
-        a->data = jt_alloc_floats(total);
-        rc = jt_h5_read_rows(p->dset, H5T_NATIVE_FLOAT, begin, rows, H5P_DEFAULT, a->data, why,
+        rc = jt_h5_read_rows(p->dset, H5T_NATIVE_FLOAT, begin, rows, H5P_DEFAULT, dst, why,
                              sizeof why);
     }
     if (rc != 0) {
@@ -409,7 +406,7 @@ static jt_status read_shard(const data_ctx *c, jt_array *a, const data_pending *
     }
     jt_progress();
     if (a->role == JT_ARRAY_LABEL) {
-        const int32_t *y = a->data;
+        const int32_t *y = dst;
         for (size_t i = 0; i < total; i++) {
             int bad_conv = overflow && (y[i] == INT32_MAX || y[i] == INT32_MIN);
             if (!bad_conv && y[i] >= -1 && (int64_t)y[i] < (int64_t)a->n_classes) continue;
@@ -428,7 +425,7 @@ static jt_status read_shard(const data_ctx *c, jt_array *a, const data_pending *
         goto cleanup;
     }
     /* inputs: x*scale+offset or (x-mean)/std, per entry of the last axis where a vector */
-    float *x = a->data;
+    float *x = dst;
     size_t last = a->shape.d[a->shape.ndim - 1];
     for (size_t i = 0; i < total; i++) {
         double raw = p->u8 ? (double)tmp[i] : (double)x[i], v = raw;
@@ -444,27 +441,54 @@ static jt_status read_shard(const data_ctx *c, jt_array *a, const data_pending *
         }
     }
 cleanup:
-    free(tmp);
     if (xfer >= 0) H5Pclose(xfer);
     return st;
 }
 
-/* The scan's stand-in for read_shard of an input: the chunk index, then the first and the last
- * row of the shard (what the real read will decode is the same kind of data, in between). */
-static jt_status sample_shard(const data_ctx *c, jt_array *a, const data_pending *p,
-                              size_t begin, size_t end) {
-    char why[WHY_MAX];
-    if (jt_h5_dset_walk_chunks(p->dset, why, sizeof why) != 0)
-        return fail(c, "/%s/%s %s", c->split, a->name, why);
-    const size_t at[2] = {begin, end - 1};
-    for (int k = 0; k < 2; k++) {
-        jt_status st = read_shard(c, a, p, at[k], 1);
-        if (a->role == JT_ARRAY_LABEL) free(a->data);
-        else jt_free_aligned(a->data);
-        a->data = NULL;
-        if (st != JT_OK) return st;
+/* Rows read at a time: whole chunks (a chunk cut in two would be decoded twice), about
+ * READ_BLOCK bytes, so a huge shard is read in steps and the isolated reader shows progress. */
+static size_t block_rows(const jt_array *a, const data_pending *p) {
+    size_t per = READ_BLOCK / jt_array_row_bytes(a);
+    size_t chunk = p->chunk_rows > 0 && p->chunk_rows < (hsize_t)SIZE_MAX ? (size_t)p->chunk_rows
+                                                                           : 1;
+    if (per < chunk) return chunk;
+    return per / chunk * chunk;
+}
+
+/* Where the rows of a shard go: into a->data (allocated here), or, in the isolated reader, to
+ * emit() block by block (nothing is kept). */
+typedef struct {
+    jt_status (*meta)(void *arg, const jt_split *s);      /* once the split is checked */
+    int (*emit)(void *arg, const void *rows, size_t bytes); /* each block of each array */
+    void *arg;
+} data_sink;
+
+/* Reads rows [begin, end) of one array in blocks, converted and checked. */
+static jt_status read_shard(const data_ctx *c, jt_array *a, const data_pending *p, size_t begin,
+                            size_t end, const data_sink *sink) {
+    size_t rows = end - begin, step = block_rows(a, p);
+    if (rows > SIZE_MAX / 4 / a->row_elems)
+        return fail(c, "/%s/%s: shard too large", c->split, a->name);
+    size_t buf_rows = sink ? (step < rows ? step : rows) : rows;
+    void *buf = a->role == JT_ARRAY_LABEL ? jt_xcalloc(buf_rows * a->row_elems, sizeof(int32_t))
+                                          : (void *)jt_alloc_floats(buf_rows * a->row_elems);
+    uint8_t *tmp = p->u8 ? jt_xcalloc((step < rows ? step : rows) * a->row_elems, 1) : NULL;
+    jt_status st = JT_OK;
+    for (size_t r0 = begin; r0 < end && st == JT_OK; r0 += step) {
+        size_t nr = end - r0 < step ? end - r0 : step;
+        void *dst = sink ? buf : (char *)buf + (r0 - begin) * jt_array_row_bytes(a);
+        st = read_block(c, a, p, r0, nr, dst, tmp);
+        if (st == JT_OK && sink && sink->emit(sink->arg, dst, nr * jt_array_row_bytes(a)) != 0)
+            st = fail(c, "/%s/%s: the isolated reader lost its parent", c->split, a->name);
     }
-    return JT_OK;
+    free(tmp);
+    if (sink || st != JT_OK) {
+        if (a->role == JT_ARRAY_LABEL) free(buf);
+        else jt_free_aligned(buf);
+    } else {
+        a->data = buf;
+    }
+    return st;
 }
 
 /* Is the file there and readable? Says "no such file" rather than "not HDF5". */
@@ -492,10 +516,11 @@ static void add_request(const char **names, jt_array_role *roles, size_t *n, con
     (*n)++;
 }
 
-/* jt_data_open's walk. scan: the isolated first walk (samples input rows, walks chunk
- * indexes); else the real one. */
-static jt_status open_split(jt_split *s, const data_request *q, int scan, char *err,
-                            size_t errlen) {
+/* jt_data_open's walk: checks the file and the split, then reads each array's shard into
+ * a->data, or hands the checked split to sink->meta and the rows to sink->emit (the isolated
+ * reader; then no row is kept). */
+static jt_status open_split(jt_split *s, const data_request *q, const data_sink *sink,
+                            char *err, size_t errlen) {
     const char *path = q->path, *split = q->split;
     int world = q->world, rank = q->rank;
     memset(s, 0, sizeof *s);
@@ -544,7 +569,10 @@ static jt_status open_split(jt_split *s, const data_request *q, int scan, char *
         if (st != JT_OK) goto cleanup;
     }
     if ((st = check_rows(&c, grp, s->arrays, p, n_req, &s->n)) != JT_OK) goto cleanup;
-    if (world == 0) goto cleanup; /* metadata only */
+    if (world == 0) {
+        if (sink) st = sink->meta(sink->arg, s);
+        goto cleanup; /* metadata only */
+    }
     if (s->n < (size_t)world) {
         st = fail(&c, "split '%s' has %zu rows, fewer than the %d rank%s (every rank needs at "
                       "least one row)", split, s->n, world, world == 1 ? "" : "s");
@@ -557,12 +585,10 @@ static jt_status open_split(jt_split *s, const data_request *q, int scan, char *
         if (roles[i] == JT_ARRAY_LABEL &&
             (st = count_labelled(&c, &s->arrays[i], &p[i], s->n)) != JT_OK)
             goto cleanup;
-    for (size_t i = 0; i < n_req; i++) {
-        st = scan && roles[i] == JT_ARRAY_INPUT
-                 ? sample_shard(&c, &s->arrays[i], &p[i], s->begin, s->end)
-                 : read_shard(&c, &s->arrays[i], &p[i], s->begin, s->end - s->begin);
-        if (st != JT_OK) goto cleanup;
-    }
+    if (sink && (st = sink->meta(sink->arg, s)) != JT_OK) goto cleanup;
+    for (size_t i = 0; i < n_req; i++)
+        if ((st = read_shard(&c, &s->arrays[i], &p[i], s->begin, s->end, sink)) != JT_OK)
+            goto cleanup;
 cleanup:
     for (size_t i = 0; i < n_total; i++) {
         if (p[i].dset >= 0) H5Oclose(p[i].dset);
@@ -579,12 +605,117 @@ cleanup:
     return st;
 }
 
-/* The isolated first walk (jt_h5_isolated): the same as the real one, rows sampled. */
-static jt_status scan_split(void *arg, char *err, size_t errlen) {
+/* ---------- the isolated reader (jt_h5_isolated) ----------
+ * The child opens the split and sends, in this order: n, begin, end, the number of arrays, then
+ * per array its name, role, shape, row_elems, n_classes, n_labelled and class names; then each
+ * array's rows (world > 0), array after array, as read. The parent rebuilds the jt_split from
+ * that: it never calls HDF5 on the file. */
+
+typedef struct {
+    const data_request *q;
+    jt_h5_pipe *pipe;
+    jt_split *out; /* parent: the split being received */
+} data_iso;
+
+static int send_u64(jt_h5_pipe *o, uint64_t v) { return jt_h5_send(o, &v, sizeof v); }
+
+static int send_str(jt_h5_pipe *o, const char *str) {
+    uint64_t n = strlen(str);
+    return send_u64(o, n) || jt_h5_send(o, str, (size_t)n);
+}
+
+static jt_status child_meta(void *arg, const jt_split *s) {
+    jt_h5_pipe *o = ((data_iso *)arg)->pipe;
+    int bad = send_u64(o, s->n) || send_u64(o, s->begin) || send_u64(o, s->end) ||
+              send_u64(o, s->n_arrays);
+    for (size_t i = 0; i < s->n_arrays && !bad; i++) {
+        const jt_array *a = &s->arrays[i];
+        bad = send_str(o, a->name) || send_u64(o, (uint64_t)a->role) ||
+              jt_h5_send(o, &a->shape, sizeof a->shape) || send_u64(o, a->row_elems) ||
+              send_u64(o, a->n_classes) || send_u64(o, a->n_labelled);
+        for (size_t k = 0; k < a->n_classes && !bad; k++) bad = send_str(o, a->classes[k]);
+    }
+    return bad ? JT_EDATA : JT_OK;
+}
+
+static int child_emit(void *arg, const void *rows, size_t bytes) {
+    return jt_h5_send(((data_iso *)arg)->pipe, rows, bytes);
+}
+
+static jt_status data_child(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
+    data_iso *d = arg;
+    d->pipe = out;
+    const data_sink sink = {child_meta, child_emit, d};
     jt_split s;
-    jt_status st = open_split(&s, arg, 1, err, errlen);
+    jt_status st = open_split(&s, d->q, &sink, err, errlen);
     jt_data_close(&s);
     return st;
+}
+
+static int recv_u64(jt_h5_pipe *in, uint64_t *v) { return jt_h5_recv(in, v, sizeof *v); }
+
+/* A string the child sent (at most max bytes), malloc'd; NULL if the stream ended. */
+static char *recv_str(jt_h5_pipe *in, uint64_t max) {
+    uint64_t n;
+    if (recv_u64(in, &n) != 0) return NULL;
+    JT_CHECK(n <= max, "isolated reader: a string of %llu bytes", (unsigned long long)n);
+    char *str = jt_xcalloc((size_t)n + 1, 1);
+    if (jt_h5_recv(in, str, (size_t)n) != 0) {
+        free(str);
+        return NULL;
+    }
+    return str;
+}
+
+static jt_status data_parent(void *arg, jt_h5_pipe *in, char *err, size_t errlen) {
+    data_iso *d = arg;
+    jt_split *s = d->out;
+    const data_request *q = d->q;
+    uint64_t n, begin, end, n_arrays;
+    (void)err;
+    (void)errlen;
+    if (recv_u64(in, &n) || recv_u64(in, &begin) || recv_u64(in, &end) ||
+        recv_u64(in, &n_arrays))
+        return JT_EDATA;
+    JT_CHECK(n_arrays <= q->n_inputs + q->n_labels && begin <= end && end <= n,
+             "isolated reader: a split of %llu arrays", (unsigned long long)n_arrays);
+    s->n = (size_t)n;
+    s->begin = (size_t)begin;
+    s->end = (size_t)end;
+    s->arrays = jt_xcalloc(n_arrays ? (size_t)n_arrays : 1, sizeof *s->arrays);
+    for (size_t i = 0; i < n_arrays; i++) {
+        jt_array *a = &s->arrays[i];
+        uint64_t role, row_elems, n_classes, n_labelled;
+        char *name = recv_str(in, JT_NAME_MAX - 1);
+        if (!name) return JT_EDATA;
+        snprintf(a->name, sizeof a->name, "%s", name);
+        free(name);
+        s->n_arrays = i + 1;
+        if (recv_u64(in, &role) || jt_h5_recv(in, &a->shape, sizeof a->shape) ||
+            recv_u64(in, &row_elems) || recv_u64(in, &n_classes) || recv_u64(in, &n_labelled))
+            return JT_EDATA;
+        JT_CHECK(n_classes <= JT_H5_MAX_STRINGS && row_elems > 0,
+                 "isolated reader: array %s", a->name);
+        a->role = role == JT_ARRAY_LABEL ? JT_ARRAY_LABEL : JT_ARRAY_INPUT;
+        a->row_elems = (size_t)row_elems;
+        a->n_labelled = (size_t)n_labelled;
+        a->classes = jt_xcalloc(n_classes ? (size_t)n_classes : 1, sizeof *a->classes);
+        for (size_t k = 0; k < n_classes; k++) {
+            if (!(a->classes[k] = recv_str(in, JT_H5_MAX_STRING))) return JT_EDATA;
+            a->n_classes = k + 1;
+        }
+    }
+    if (q->world == 0) return JT_OK;
+    size_t rows = s->end - s->begin;
+    for (size_t i = 0; i < s->n_arrays; i++) {
+        jt_array *a = &s->arrays[i];
+        size_t elems = rows * a->row_elems;
+        a->data = a->role == JT_ARRAY_LABEL ? jt_xcalloc(elems, sizeof(int32_t))
+                                            : (void *)jt_alloc_floats(elems);
+        if (jt_h5_recv(in, a->data, elems * sizeof(float)) != 0) /* float or int32 */
+            return JT_EDATA;
+    }
+    return JT_OK;
 }
 
 jt_status jt_data_open(jt_split *s, const char *path, const char *split,
@@ -597,9 +728,20 @@ jt_status jt_data_open(jt_split *s, const char *path, const char *split,
     memset(s, 0, sizeof *s);
     if (err && errlen) err[0] = '\0';
     const data_request q = {path, split, inputs, labels, n_inputs, n_labels, rank, world};
-    jt_status st = jt_h5_isolated(path, scan_split, (void *)&q, JT_EDATA, err, errlen);
-    if (st != JT_OK) return st;
-    return open_split(s, &q, 0, err, errlen);
+    if (!jt_h5_isolation_on()) return open_split(s, &q, NULL, err, errlen);
+    if (strlen(path) >= sizeof s->path || strlen(split) >= sizeof s->split) {
+        snprintf(err, errlen, "%s: path or split name too long", path);
+        return JT_EDATA;
+    }
+    data_iso d = {&q, NULL, s};
+    jt_status st = jt_h5_isolated(path, data_child, data_parent, &d, JT_EDATA, err, errlen);
+    if (st != JT_OK) {
+        jt_data_close(s);
+        return st;
+    }
+    snprintf(s->path, sizeof s->path, "%s", path);
+    snprintf(s->split, sizeof s->split, "%s", split);
+    return JT_OK;
 }
 
 size_t jt_array_row_bytes(const jt_array *a) {

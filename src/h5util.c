@@ -496,6 +496,12 @@ int jt_h5_dset_info_get(hid_t d, jt_h5_dset_info *info, char *why, size_t whylen
         goto cleanup;
     }
     jt_h5_dims_str(info->dims, info->rank, "[]", info->shape, sizeof info->shape);
+    hid_t dcpl = H5Dget_create_plist(d);
+    hsize_t chunk[JT_H5_MAX_RANK];
+    if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED &&
+        H5Pget_chunk(dcpl, JT_H5_MAX_RANK, chunk) >= 1)
+        info->chunk_rows = chunk[0];
+    if (dcpl >= 0) H5Pclose(dcpl);
     rc = 0;
 cleanup:
     if (sp >= 0) H5Sclose(sp);
@@ -589,24 +595,6 @@ int jt_h5_dset_check_storage(hid_t d, char *why, size_t whylen) {
     if (r == 0) return 0;
     why_set(why, whylen, "%s%s", r > 0 ? "is " : "", w);
     return -1;
-}
-
-int jt_h5_dset_walk_chunks(hid_t d, char *why, size_t whylen) {
-    jt_h5_beat();
-    hid_t dcpl = H5Dget_create_plist(d);
-    if (dcpl < 0) {
-        why_h5(why, whylen, "cannot read its storage properties");
-        return -1;
-    }
-    H5D_layout_t layout = H5Pget_layout(dcpl);
-    H5Pclose(dcpl);
-    if (layout != H5D_CHUNKED) return 0;
-    hsize_t n = 0;
-    hid_t fs = H5Dget_space(d);
-    int rc = fs < 0 || H5Dget_num_chunks(d, fs, &n) < 0 ? -1 : 0;
-    if (rc < 0) why_h5(why, whylen, "cannot read its chunk index");
-    if (fs >= 0) H5Sclose(fs);
-    return rc;
 }
 
 int jt_h5_read_rows(hid_t d, hid_t mem_type, hsize_t begin, hsize_t rows, hid_t xfer, void *buf,

@@ -1,7 +1,7 @@
 /* data.h - the HDF5 data set (DESIGN.md "Data set file"): validation and this rank's shard.
  *
- * Each rank reads one contiguous block of rows of each array it needs, with one hyperslab read
- * per array, once, into memory (never the whole file). Inputs are converted to float32 and
+ * Each rank reads one contiguous block of rows of each array it needs, in hyperslab reads of
+ * whole chunks, once, into memory (never the whole file). Inputs are converted to float32 and
  * normalised on load, from the array's attributes (one pair or none; both pairs is an error):
  *   scale/offset  scalars: x * scale + offset; a missing scale is 1/255 for uint8, 1 for float32,
  *                 a missing offset 0;
@@ -64,10 +64,9 @@ size_t jt_data_shard_begin(size_t n, int world, int r);
  * world == 0 reads no rows (metadata only: n, shapes and classes, for `summary`; begin == end ==
  * 0, every data NULL, label values unchecked and uncounted). Otherwise 0 <= rank < world
  * (checked, fatal). Fewer rows than ranks is an error.
- * The file is untrusted: the same walk runs first in a forked child (jt_h5_isolated, h5util.h:
- * all metadata, the chunk indexes, the labels, and the first and last row of the shard of each
- * input), so a file that crashes or hangs libhdf5 is an error ("HDF5 crashed while reading it"),
- * not a dead rank. Does not print; HDF5 prints nothing.
+ * The file is untrusted: it is read in a forked child (jt_h5_isolated, h5util.h) that sends
+ * the result back, so a file that crashes or hangs libhdf5 is an error ("HDF5 crashed while
+ * reading it"), not a dead rank. Does not print; HDF5 prints nothing.
  * Returns JT_OK, or JT_EDATA with one message in err naming the file, the array (/split/name),
  * what was expected and what was found, or HDF5's own reason (a missing filter, a truncated
  * file, a bad checksum); then s is zeroed. Free with jt_data_close. */

@@ -1,15 +1,14 @@
 /* h5util.h - jtrain's HDF5 layer: every attribute and data set read and write with its type and
  * shape checks, type and dimension formatting, HDF5's error stack turned into a reason, and the
- * isolation of the first scan of an untrusted file. data.c, ckpt.c and synth.c use it and only
- * open files, groups and objects themselves.
+ * reading of an untrusted file in an isolated child process. data.c, ckpt.c and synth.c use it
+ * and only open files, groups and objects themselves.
  *
  * Untrusted files: data sets and checkpoints come from users, and a crafted HDF5 file can crash
- * libhdf5 1.10.8 itself (out-of-bounds reads while it decodes a variable-length string's global
- * heap object or an object header's attribute messages) before any caller-side check could
- * object. So every read of an untrusted file runs twice: first in a forked child
- * (jt_h5_isolated) that does the same read-only walk, then, if the child survived, for real in
- * the process. A child that dies by a signal, exits without its verdict, or hangs past the
- * time limit becomes one error naming the file; it never takes the rank down.
+ * libhdf5 1.10.8 itself (out-of-bounds reads and writes while it decodes a variable-length
+ * string's global heap object, endless loops) before any caller-side check could object. So
+ * every read of an untrusted file runs in a forked child (jt_h5_isolated) that streams the result
+ * back; a child that dies by a signal, exits without its verdict, or hangs becomes one error
+ * naming the file; it never takes the rank down.
  *
  * Readers check an attribute's class, size and shape before HDF5 reads it, cap counts and
  * lengths (no allocation is sized by the file alone) and never read into a buffer HDF5 sizes.
@@ -104,6 +103,7 @@ typedef struct {
     int is_unsigned;  /* integers */
     char type[48];    /* jt_h5_type_name */
     char shape[160];  /* jt_h5_dims_str with "[]" */
+    hsize_t chunk_rows; /* rows (axis 0) of a chunk; 0 if not chunked */
 } jt_h5_dset_info;
 
 /* Type and shape of data set d. 0, or -1 (why). */
@@ -116,8 +116,6 @@ int jt_h5_dset_info_get(hid_t d, jt_h5_dset_info *info, char *why, size_t whylen
  * filter's HDF5 plugin". An optional filter (h5py's lzf is one) may have been skipped for every
  * chunk, so it passes here and jt_h5_read_rows explains it if a read needs it. */
 int jt_h5_dset_check_storage(hid_t d, char *why, size_t whylen);
-/* Walks d's whole chunk index (metadata only; nothing for a contiguous data set). 0 or -1. */
-int jt_h5_dset_walk_chunks(hid_t d, char *why, size_t whylen);
 /* Reads rows [begin, begin + rows) along axis 0 of d (all of every other axis) as mem_type into
  * buf, with transfer properties xfer (H5P_DEFAULT). 0, or -1 (why: "cannot be read: " and
  * HDF5's reason, or the missing-filter explanation of jt_h5_dset_check_storage). */
@@ -130,25 +128,45 @@ int jt_h5_write_rows(hid_t d, hid_t mem_type, hsize_t begin, hsize_t rows, const
 
 /* ---------- isolation ---------- */
 
-/* A read-only walk of an untrusted file: returns a status and, unless JT_OK, one message. */
-typedef jt_status (*jt_h5_scan_fn)(void *arg, char *err, size_t errlen);
+/* The stream from the child to the parent of jt_h5_isolated. */
+typedef struct jt_h5_pipe jt_h5_pipe;
 
-/* Runs scan(arg) in a forked child process first. The child ignores SIGINT/SIGTERM/SIGUSR1/
- * SIGHUP (the parent handles those), dies with the parent, dumps no core, allocates from guarded
- * blocks (guard_alloc.h: a heap overflow inside HDF5 faults at once), makes no MPI call and ends
- * with _exit; it sends its status and message back through a pipe. Returns that status and
- * message when the child finished (so JT_OK means: the same walk in this process will not meet
- * the crash); on_crash with err "LABEL: HDF5 crashed while reading it (SIGSEGV): the file is
- * damaged or crafted" when the child died by a signal or exited without a verdict (e.g. an
- * AddressSanitizer report), or "LABEL: HDF5 did not finish reading it: stuck for N s in one
- * step ..." when the functions here were not called for JTRAIN_H5_SCAN_TIMEOUT seconds
- * (default 20: one HDF5 call looping on a crafted file) and the child was killed. Calls
- * jt_progress() while it waits. If fork() fails, or JTRAIN_H5_ISOLATE=0 (debugging), runs
- * nothing and returns JT_OK: the caller's own walk is then unprotected. */
-jt_status jt_h5_isolated(const char *label, jt_h5_scan_fn scan, void *arg, jt_status on_crash,
-                         char *err, size_t errlen);
-/* 1 inside the scan child of jt_h5_isolated, else 0 (a scan may skip work the check does not
- * need). */
-int jt_h5_in_scan(void);
+/* The child's work: reads the file and sends its result with jt_h5_send. Returns a status and,
+ * unless JT_OK, one message. */
+typedef jt_status (*jt_h5_child_fn)(void *arg, jt_h5_pipe *out, char *err, size_t errlen);
+/* The parent's side: takes the result with jt_h5_recv, in the order the child sent it, into its
+ * own memory (kept in arg); when jt_h5_recv fails (the child stopped early: an error, a crash),
+ * frees what it took and returns any non-OK status. Must not touch the file. */
+typedef jt_status (*jt_h5_parent_fn)(void *arg, jt_h5_pipe *in, char *err, size_t errlen);
+
+/* Child: sends n bytes to the parent. 0, or -1 if the parent is gone. */
+int jt_h5_send(jt_h5_pipe *out, const void *buf, size_t n);
+/* Parent: takes the next n bytes. 0, or -1 when the child sent no more (it finished, failed,
+ * crashed or was stopped; jt_h5_isolated then says which). */
+int jt_h5_recv(jt_h5_pipe *in, void *buf, size_t n);
+
+/* Reads an untrusted file in a forked child process: child(arg, out) runs there and streams its
+ * result, parent(arg, in) runs here and takes it; this process never calls HDF5 on the file (a
+ * crafted file can crash libhdf5 1.10.8, overflow its heap, or make it loop for ever, and a
+ * child that survived proves nothing about a second reader). The child ignores SIGINT/SIGTERM/
+ * SIGUSR1/SIGHUP (the parent handles those), dies with the parent, dumps no core, allocates
+ * from guarded blocks (guard_alloc.h: a heap overflow inside HDF5 faults at once), makes no MPI
+ * call and ends with _exit. Returns:
+ *   - the child's status and message if it failed cleanly (a data set or checkpoint error);
+ *   - on_crash with err "LABEL: HDF5 crashed while reading it (SIGSEGV): the file is damaged or
+ *     crafted" if it died by a signal or ended without a verdict (e.g. an AddressSanitizer
+ *     report), or "LABEL: HDF5 did not finish reading it: stuck for N s in one step ..." if it
+ *     neither called h5util nor sent a byte for JTRAIN_H5_SCAN_TIMEOUT seconds (default 20;
+ *     then it is killed), or "LABEL: cannot start the isolated reader: <strerror>" if fork
+ *     failed;
+ *   - else parent's status (JT_OK: arg holds the result).
+ * Calls jt_progress() while it waits. Callers read in-process instead when
+ * jt_h5_isolation_on() is 0 (JTRAIN_H5_ISOLATE=0, for debugging). */
+jt_status jt_h5_isolated(const char *label, jt_h5_child_fn child, jt_h5_parent_fn parent,
+                         void *arg, jt_status on_crash, char *err, size_t errlen);
+/* 0 when JTRAIN_H5_ISOLATE=0, else 1. */
+int jt_h5_isolation_on(void);
+/* 1 inside the child of jt_h5_isolated, else 0. */
+int jt_h5_in_child(void);
 
 #endif

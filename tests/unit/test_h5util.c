@@ -67,45 +67,60 @@ static void assert_has(const char *s, const char *want) {
 
 /* ---- isolation ---- */
 
-static jt_status scan_ok(void *arg, char *err, size_t errlen) {
+/* The parent's side of most cases: takes nothing (jt_h5_isolated reads on to the verdict). */
+static jt_status take_nothing(void *arg, jt_h5_pipe *in, char *err, size_t errlen) {
     (void)arg;
+    (void)in;
     (void)err;
     (void)errlen;
-    return jt_h5_in_scan() ? JT_OK : JT_ECKPT; /* runs in the child, not here */
+    return JT_OK;
 }
 
-static jt_status scan_fails(void *arg, char *err, size_t errlen) {
+static jt_status child_ok(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
+    (void)arg;
+    (void)out;
+    (void)err;
+    (void)errlen;
+    return jt_h5_in_child() ? JT_OK : JT_ECKPT; /* runs in the child, not here */
+}
+
+static jt_status child_fails(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
+    (void)jt_h5_send(out, "partial", 7);
     snprintf(err, errlen, "%s: /train/label: a message from the child", (const char *)arg);
     return JT_EDATA;
 }
 
-static jt_status scan_segv(void *arg, char *err, size_t errlen) {
+static jt_status child_segv(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
     (void)arg;
+    (void)out;
     (void)err;
     (void)errlen;
     raise(SIGSEGV);
     return JT_OK;
 }
 
-static jt_status scan_hangs(void *arg, char *err, size_t errlen) {
+static jt_status child_hangs(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
     (void)arg;
+    (void)out;
     (void)err;
     (void)errlen;
     for (;;) pause();
     return JT_OK;
 }
 
-static jt_status scan_exits(void *arg, char *err, size_t errlen) {
+static jt_status child_exits(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
     (void)arg;
+    (void)out;
     (void)err;
     (void)errlen;
     _exit(1); /* as an AddressSanitizer report ends a process */
 }
 
 /* A write one byte past a block (beyond its 16-byte slack: the guard page) and one inside the
- * slack (the canary): a child that survived either would report a file as fine. */
-static jt_status scan_overflow_page(void *arg, char *err, size_t errlen) {
+ * slack (the canary): a child that survived either could hand back a wrong answer. */
+static jt_status child_overflow_page(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
     (void)arg;
+    (void)out;
     (void)err;
     (void)errlen;
     volatile size_t n = 4096; /* unknown to the compiler, which would warn */
@@ -114,19 +129,21 @@ static jt_status scan_overflow_page(void *arg, char *err, size_t errlen) {
     return JT_OK;
 }
 
-static jt_status scan_overflow_slack(void *arg, char *err, size_t errlen) {
+static jt_status child_overflow_slack(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
     (void)arg;
+    (void)out;
     (void)err;
     (void)errlen;
     volatile size_t n = 5;
     volatile char *p = malloc(n);
     p[n] = 1;
-    return JT_OK; /* jt_guard_check after the scan aborts */
+    return JT_OK; /* jt_guard_check after the work aborts */
 }
 
 /* malloc and friends keep their contracts in guard mode: the child says JT_OK only if so. */
-static jt_status scan_alloc_contracts(void *arg, char *err, size_t errlen) {
+static jt_status child_alloc_contracts(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
     (void)arg;
+    (void)out;
     (void)errlen;
     unsigned char *a = calloc(100, 3);
     for (int i = 0; i < 300; i++)
@@ -156,48 +173,89 @@ static jt_status scan_alloc_contracts(void *arg, char *err, size_t errlen) {
     return JT_OK;
 }
 
+/* A result larger than the pipe holds, in pieces of odd sizes: the parent takes it while the
+ * child writes, byte for byte. */
+#define STREAM_BYTES (3u << 20)
+
+static jt_status child_streams(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
+    (void)arg;
+    (void)err;
+    (void)errlen;
+    unsigned char buf[4099];
+    for (size_t sent = 0; sent < STREAM_BYTES;) {
+        size_t n = STREAM_BYTES - sent < sizeof buf ? STREAM_BYTES - sent : sizeof buf;
+        for (size_t i = 0; i < n; i++) buf[i] = (unsigned char)((sent + i) * 7 % 251);
+        if (jt_h5_send(out, buf, n) != 0) return JT_EDATA;
+        sent += n;
+    }
+    return JT_OK;
+}
+
+static jt_status take_stream(void *arg, jt_h5_pipe *in, char *err, size_t errlen) {
+    (void)err;
+    (void)errlen;
+    unsigned char *got = malloc(STREAM_BYTES);
+    size_t at = 0;
+    while (at < STREAM_BYTES) {
+        size_t n = STREAM_BYTES - at < 1000 ? STREAM_BYTES - at : 1000;
+        if (jt_h5_recv(in, got + at, n) != 0) break;
+        at += n;
+    }
+    int same = at == STREAM_BYTES;
+    for (size_t i = 0; same && i < STREAM_BYTES; i++) same = got[i] == (unsigned char)(i * 7 % 251);
+    free(got);
+    *(int *)arg = same;
+    unsigned char more;
+    return jt_h5_recv(in, &more, 1) == -1 && same ? JT_OK : JT_EDATA; /* nothing after it */
+}
+
 static void test_isolated(void **state) {
     (void)state;
     char err[512] = "";
-    assert_int_equal(jt_h5_in_scan(), 0);
-    assert_int_equal(jt_h5_isolated("f.h5", scan_ok, NULL, JT_EDATA, err, sizeof err), JT_OK);
+    assert_int_equal(jt_h5_in_child(), 0);
+    assert_int_equal(jt_h5_isolated("f.h5", child_ok, take_nothing, NULL, JT_EDATA, err,
+                                    sizeof err), JT_OK);
 
-    assert_int_equal(jt_h5_isolated("f.h5", scan_fails, "f.h5", JT_EDATA, err, sizeof err),
-                     JT_EDATA);
+    int same = 0;
+    assert_int_equal(jt_h5_isolated("f.h5", child_streams, take_stream, &same, JT_EDATA, err,
+                                    sizeof err), JT_OK);
+    assert_true(same);
+
+    assert_int_equal(jt_h5_isolated("f.h5", child_fails, take_nothing, "f.h5", JT_EDATA, err,
+                                    sizeof err), JT_EDATA);
     assert_string_equal(err, "f.h5: /train/label: a message from the child");
 
     double t0 = jt_now();
-    assert_int_equal(jt_h5_isolated("checkpoint c.h5", scan_segv, NULL, JT_ECKPT, err,
-                                    sizeof err), JT_ECKPT);
+    assert_int_equal(jt_h5_isolated("checkpoint c.h5", child_segv, take_nothing, NULL, JT_ECKPT,
+                                    err, sizeof err), JT_ECKPT);
     assert_has(err, "checkpoint c.h5: HDF5 crashed while reading it (SIGSEGV)");
     assert_has(err, "damaged or crafted");
     assert_true(jt_now() - t0 < 5.0);
 
-    assert_int_equal(jt_h5_isolated("f.h5", scan_exits, NULL, JT_EDATA, err, sizeof err),
-                     JT_EDATA);
+    assert_int_equal(jt_h5_isolated("f.h5", child_exits, take_nothing, NULL, JT_EDATA, err,
+                                    sizeof err), JT_EDATA);
     assert_has(err, "f.h5: HDF5 failed while reading it");
 
     setenv("JTRAIN_H5_SCAN_TIMEOUT", "1", 1);
     t0 = jt_now();
-    assert_int_equal(jt_h5_isolated("f.h5", scan_hangs, NULL, JT_EDATA, err, sizeof err),
-                     JT_EDATA);
+    assert_int_equal(jt_h5_isolated("f.h5", child_hangs, take_nothing, NULL, JT_EDATA, err,
+                                    sizeof err), JT_EDATA);
     unsetenv("JTRAIN_H5_SCAN_TIMEOUT");
     assert_has(err, "f.h5: HDF5 did not finish reading it: stuck for 1 s in one step");
     assert_true(jt_now() - t0 < 5.0);
 
-    assert_int_equal(jt_h5_isolated("f.h5", scan_overflow_page, NULL, JT_EDATA, err,
-                                    sizeof err), JT_EDATA);
+    assert_int_equal(jt_h5_isolated("f.h5", child_overflow_page, take_nothing, NULL, JT_EDATA,
+                                    err, sizeof err), JT_EDATA);
     assert_has(err, "f.h5: HDF5 crashed while reading it (SIGSEGV)");
-    assert_int_equal(jt_h5_isolated("f.h5", scan_overflow_slack, NULL, JT_EDATA, err,
-                                    sizeof err), JT_EDATA);
+    assert_int_equal(jt_h5_isolated("f.h5", child_overflow_slack, take_nothing, NULL, JT_EDATA,
+                                    err, sizeof err), JT_EDATA);
     assert_has(err, "f.h5: HDF5 crashed while reading it (SIGABRT)");
-    assert_int_equal(jt_h5_isolated("f.h5", scan_alloc_contracts, NULL, JT_EDATA, err,
-                                    sizeof err), JT_OK);
+    assert_int_equal(jt_h5_isolated("f.h5", child_alloc_contracts, take_nothing, NULL, JT_EDATA,
+                                    err, sizeof err), JT_OK);
 
-    /* debugging switch: nothing runs (scan_segv would have been caught above) */
-    setenv("JTRAIN_H5_ISOLATE", "0", 1);
-    assert_int_equal(jt_h5_isolated("f.h5", scan_fails, "f.h5", JT_EDATA, err, sizeof err),
-                     JT_OK);
+    assert_int_equal(jt_h5_isolation_on(), 1);
+    setenv("JTRAIN_H5_ISOLATE", "0", 1); /* debugging switch: callers read in-process */
+    assert_int_equal(jt_h5_isolation_on(), 0);
     unsetenv("JTRAIN_H5_ISOLATE");
 }
 
