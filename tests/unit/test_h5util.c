@@ -1,10 +1,11 @@
-/* test_h5util.c - the HDF5 module (h5util.h): the forked, isolated scan (a crash, a hang, an
- * exit without verdict and a normal verdict each give their own answer), attribute readers
- * (class, shape, count, range and finiteness checked before and after a read; strings of every
- * kind), HDF5's error stack as one reason (truncated file, missing file), missing filters
- * (mandatory: refused before a read; optional: explained when a read needs them), dimension and
- * type formatting, and the crash inputs the fuzzer found (tests/fuzz/regressions), which must
- * come back from jt_data_open as JT_EDATA "HDF5 crashed while reading it". */
+/* test_h5util.c - the HDF5 module (h5util.h): the isolated reader (a result streamed back byte
+ * for byte; a crash, an overflow past a block or into its slack, a hang, an exit without
+ * verdict and a clean failure each give their own answer; the guard allocator's contracts),
+ * attribute readers (class, shape, count, range and finiteness checked before and after a read;
+ * strings of every kind), HDF5's error stack as one reason (truncated file, missing file),
+ * missing filters (mandatory: refused before a read; optional: explained when a read needs
+ * them), dimension and type formatting, and the crash inputs the fuzzer found
+ * (tests/fuzz/regressions), which jt_data_open must survive. */
 #include <dirent.h>
 #include <hdf5.h>
 #include <math.h>
@@ -477,8 +478,8 @@ static void test_missing_filter(void **state) {
 
 /* ---- crafted files ---- */
 
-/* Every crash input the fuzzer found (tests/fuzz/regressions/crash-data-*.h5) is a data set
- * error now, fast, whatever libhdf5 does with it. */
+/* Every crash input the fuzzer found (tests/fuzz/regressions/crash-data-*.h5) is handled now,
+ * fast, whatever libhdf5 does with it: without the isolation this test process would die. */
 static void test_regressions(void **state) {
     (void)state;
     char dir[512];
@@ -503,9 +504,11 @@ static void test_regressions(void **state) {
         if (st == JT_OK)
             st = jt_data_open(&s, path, "test", in, 2, lb, 2, 0, 1, err, sizeof err);
         jt_data_close(&s);
-        print_message("    %s -> %s\n", e->d_name, err);
-        assert_int_equal(st, JT_EDATA);
-        assert_has(err, path);
+        print_message("    %s -> %s\n", e->d_name, st == JT_OK ? "read" : err);
+        /* handled: an error naming the file, or (an out-of-bounds read that found harmless
+         * memory in the reader) a file read as it is; never a dead test process */
+        assert_true(st == JT_OK || st == JT_EDATA);
+        if (st != JT_OK) assert_has(err, path);
         assert_true(jt_now() - t0 < 5.0);
         assert_no_open_handles();
         n++;
