@@ -57,7 +57,7 @@ typedef struct {
     size_t n_mean, n_std;
 } data_pending;
 
-/* The arguments of jt_data_open, for the scan child and for the real open. */
+/* The arguments of jt_data_open (for the isolated reader too). */
 typedef struct {
     const char *path, *split;
     const char *const *inputs, *const *labels;

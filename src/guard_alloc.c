@@ -1,4 +1,4 @@
-/* guard_alloc.c - guarded malloc for the scan child of jt_h5_isolated (guard_alloc.h).
+/* guard_alloc.c - guarded malloc for the reading child of jt_h5_isolated (guard_alloc.h).
  *
  * Layout of a guarded block inside one reserved stretch of address space:
  *   [header 48 B][user block, n bytes][canary up to the page end][guard page, PROT_NONE]
@@ -74,7 +74,7 @@ static int ours(const void *p) {
 
 static guard_hdr *hdr_of(void *p) { return (guard_hdr *)((char *)p - sizeof(guard_hdr)); }
 
-/* The block's header and canary are intact, else abort(): the scan child dies by SIGABRT and
+/* The block's header and canary are intact, else abort(): the reading child dies by SIGABRT and
  * the parent reports the file. */
 static void verify(const guard_hdr *h) {
     if (h->magic != GUARD_MAGIC) abort();

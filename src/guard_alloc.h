@@ -1,14 +1,13 @@
-/* guard_alloc.h - private to h5isolate.c: a guard-page allocator for the scan child of
+/* guard_alloc.h - private to h5isolate.c: a guard-page allocator for the reading child of
  * jt_h5_isolated.
  *
  * A crafted HDF5 file does not always crash libhdf5: some bugs (H5HG_read copying a global heap
- * object larger than its buffer) only write past the end of a heap block. A child that survives
- * such a write would tell the parent the file is fine, and the parent would then corrupt its own
- * heap and die later, far from the cause. So the child switches malloc to this allocator first:
- * every block ends at a page boundary followed by an inaccessible page, so a write (or read)
- * past its end is a SIGSEGV at once; the bytes between the block's end and the page boundary
- * (alignment slack) are a canary checked on free and by jt_guard_check. Freed blocks become
- * inaccessible (a use after free faults too) and are never reused.
+ * object larger than its buffer) only write past the end of a heap block. A child that survived
+ * such a write could send back a result computed from corrupted memory. So the child switches
+ * malloc to this allocator first: every block ends at a page boundary followed by an
+ * inaccessible page, so a write (or read) past its end is a SIGSEGV at once; the bytes between
+ * the block's end and the page boundary (alignment slack) are a canary checked on free and by
+ * jt_guard_check. Freed regions are reused for later blocks (guard_alloc.c says how).
  *
  * jtrain defines malloc, free, calloc, realloc and the aligned variants (glibc's documented way
  * to replace malloc); until jt_guard_enable they forward to glibc (__libc_malloc, ...), so the

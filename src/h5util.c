@@ -1,10 +1,10 @@
 /* h5util.c - every HDF5 attribute and data set access of jtrain and HDF5's error stack as one
- * reason (h5util.h; the isolated scan is h5isolate.c).
+ * reason (h5util.h; the isolated reader is h5isolate.c).
  *
  * Invariants: a reader checks class, size and shape before it asks HDF5 to read, so every
  * buffer it hands HDF5 is sized from checked numbers; every handle opened here is closed on
  * every path; HDF5 never prints (jt_h5_quiet); every function that reads a file calls
- * jt_h5_beat(), so an isolated scan that stops calling them is stuck inside HDF5. */
+ * jt_h5_beat(), so an isolated reader that stops calling them is stuck inside HDF5. */
 #include "jtrain/h5util.h"
 
 #include <errno.h>

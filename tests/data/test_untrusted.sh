@@ -3,7 +3,7 @@
 # clear `jtrain:` line within seconds, never a signal or a library dump:
 #   - crafted files that crash libhdf5 1.10.8 inside H5Aread of a string attribute (a global heap
 #     object larger than its collection; made here from a valid file, and the fuzzer's crash
-#     inputs): exit 3 "HDF5 crashed while reading it", also under mpirun -np 2 (the isolated scan
+#     inputs): exit 3 "HDF5 crashed while reading it", also under mpirun -np 2 (the isolated reader
 #     forks in an MPI process: no Open MPI warning), and a crafted checkpoint: exit 4;
 #   - a file on which libhdf5 loops for ever: killed after JTRAIN_H5_SCAN_TIMEOUT s, exit 3;
 #   - a truncated data set: HDF5's own reason ("truncated file");

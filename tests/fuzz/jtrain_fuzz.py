@@ -85,7 +85,7 @@ log:
 # The seed data set: small, so that most mutations land in HDF5 metadata (~45 of its 80 KB).
 SYNTH_ARGS = ["--train", "4", "--test", "2", "--seed", "3"]
 
-# What jtrain says when its isolated first scan of a file (h5util.h) crashed or hung inside
+# What jtrain says when its isolated reader of a file (h5util.h) crashed or hung inside
 # HDF5: the input is handled, but it is one that would have killed (or hung) a jtrain without
 # the isolation.
 ISOLATED = re.compile(rb"HDF5 crashed while reading it|HDF5 failed while reading it|"
@@ -162,7 +162,7 @@ def mutate_text(rng, text):
 def jtrain_env():
     """Single-process Open MPI without the slow start-up of a singleton: no orted
     (ess_singleton_isolated) and no probing of network transports (pml ob1, btl self,vader):
-    ~0.1 s a run instead of ~0.8 s. jtrain's limit for one step of the isolated first scan of
+    ~0.1 s a run instead of ~0.8 s. jtrain's limit for one step of the isolated reader of
     a file goes down from 20 s to 5 s, so a file that hangs HDF5 is answered (exit 3) well
     within the fuzzer's timeout."""
     return dict(os.environ, OPENBLAS_NUM_THREADS="1", OMPI_MCA_btl="self,vader",
@@ -310,7 +310,7 @@ def fuzz_in(args, work):
                 with lock:
                     key = verdict if verdict != "ok" else "exit %s" % rc
                     if verdict == "ok" and ISOLATED.search(err):
-                        key += " (HDF5 crashed or hung in jtrain's isolated scan)"
+                        key += " (HDF5 crashed or hung in jtrain's isolated reader)"
                         if args.keep_isolated:
                             keep(args.out, "isolated", args.target, blob, ext, rc, err, argv, dt)
                     counts[key] = counts.get(key, 0) + 1
@@ -402,7 +402,7 @@ def main():
     ap.add_argument("--out", default="fuzz-findings", help="where findings are kept")
     ap.add_argument("--replay", help="replay every input under this folder instead")
     ap.add_argument("--keep-isolated", action="store_true",
-                    help="also keep inputs that crashed HDF5 in jtrain's isolated scan "
+                    help="also keep inputs that crashed HDF5 in jtrain's isolated reader "
                          "(handled, exit 3/4; candidates for the regression folder)")
     args = ap.parse_args()
     if not os.access(args.jtrain, os.X_OK):
