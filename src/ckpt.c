@@ -26,9 +26,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <hdf5.h>
-
 #include "ckpt_dir.h"
+#include "jtrain/h5util.h"
 
 #define CKPT_FORMAT "checkpoint"
 #define CKPT_VERSION 1
@@ -38,41 +37,6 @@ static const char *const SECTIONS[3] = {"params", "adam/m", "adam/v"};
 /* ---------- small helpers ---------- */
 
 #define fail jt_ckpt_failf /* ckpt_dir.h */
-
-/* jtrain reports HDF5 failures itself (DESIGN.md); idempotent. */
-static void h5_quiet(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
-
-typedef struct {
-    char *buf;
-    size_t len;
-} h5_detail_buf;
-
-static herr_t h5_walk_cb(unsigned n, const H5E_error2_t *e, void *data) {
-    h5_detail_buf *d = data;
-    if (n != 0 || !e->desc) return 0;
-    /* The innermost entry of a failed read/write carries "... error message = 'strerror' ...". */
-    const char *m = strstr(e->desc, "error message = '");
-    if (m) {
-        m += strlen("error message = '");
-        const char *q = strchr(m, '\'');
-        int k = q ? (int)(q - m) : (int)strlen(m);
-        snprintf(d->buf, d->len, "%.*s", k, m);
-    } else {
-        snprintf(d->buf, d->len, "%s", e->desc);
-    }
-    return 0;
-}
-
-/* The innermost message of HDF5's error stack (call right after the failing call: the next
- * API call clears the stack); errno's text when HDF5 recorded nothing. */
-static const char *h5_detail(char *buf, size_t len) {
-    int saved = errno;
-    h5_detail_buf d = {buf, len};
-    buf[0] = '\0';
-    H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, h5_walk_cb, &d);
-    if (!buf[0]) snprintf(buf, len, "%s", saved ? strerror(saved) : "HDF5 error");
-    return buf;
-}
 
 /* ---------- checksums ---------- */
 
@@ -128,94 +92,6 @@ static uint64_t state_checksum(const jt_ckpt_state *st) {
     uint64_t h = fnv1a(FNV_OFFSET, head, (size_t)n);
     const char *c = st->config_text ? st->config_text : "";
     return fnv1a(h, c, strlen(c));
-}
-
-/* ---------- attributes ---------- */
-
-static int attr_write(hid_t obj, const char *name, hid_t type, const void *buf) {
-    int rc = -1;
-    hid_t space = H5Screate(H5S_SCALAR), a = -1;
-    if (space < 0) goto cleanup;
-    a = H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
-    if (a < 0 || H5Awrite(a, type, buf) < 0) goto cleanup;
-    rc = 0;
-cleanup:
-    if (a >= 0 && H5Aclose(a) < 0) rc = -1;
-    if (space >= 0) H5Sclose(space);
-    return rc;
-}
-
-static int attr_write_u64(hid_t obj, const char *name, uint64_t v) {
-    return attr_write(obj, name, H5T_NATIVE_UINT64, &v);
-}
-
-/* A variable-length UTF-8 string: h5py reads it as str, h5dump prints it, no size limit. */
-static int attr_write_str(hid_t obj, const char *name, const char *s) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    if (t < 0) return -1;
-    int rc = -1;
-    if (H5Tset_size(t, H5T_VARIABLE) >= 0 && H5Tset_cset(t, H5T_CSET_UTF8) >= 0)
-        rc = attr_write(obj, name, t, &s);
-    H5Tclose(t);
-    return rc;
-}
-
-/* Reads an integer attribute converted to mem_type. 0, or -1 if missing or not an integer. */
-static int attr_read_int(hid_t obj, const char *name, hid_t mem_type, void *out) {
-    int rc = -1;
-    hid_t a = -1, t = -1;
-    if (H5Aexists(obj, name) <= 0) return -1;
-    a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) goto cleanup;
-    t = H5Aget_type(a);
-    if (t < 0 || H5Tget_class(t) != H5T_INTEGER) goto cleanup;
-    if (H5Aread(a, mem_type, out) < 0) goto cleanup;
-    rc = 0;
-cleanup:
-    if (t >= 0) H5Tclose(t);
-    if (a >= 0) H5Aclose(a);
-    return rc;
-}
-
-/* Reads a scalar string attribute (variable or fixed length) into a new string. 0 or -1. */
-static int attr_read_str(hid_t obj, const char *name, char **out) {
-    int rc = -1;
-    hid_t a = -1, ft = -1, mt = -1, space = -1;
-    char *vl = NULL;
-    *out = NULL;
-    if (H5Aexists(obj, name) <= 0) return -1;
-    a = H5Aopen(obj, name, H5P_DEFAULT);
-    if (a < 0) goto cleanup;
-    ft = H5Aget_type(a);
-    space = H5Aget_space(a);
-    if (ft < 0 || space < 0 || H5Tget_class(ft) != H5T_STRING) goto cleanup;
-    if (H5Sget_simple_extent_npoints(space) != 1) goto cleanup;
-    /* HDF5 does not convert between character sets: read in the file's own. */
-    mt = H5Tcopy(H5T_C_S1);
-    if (mt < 0 || H5Tset_cset(mt, H5Tget_cset(ft)) < 0) goto cleanup;
-    htri_t var = H5Tis_variable_str(ft);
-    if (var < 0) goto cleanup;
-    if (var) {
-        if (H5Tset_size(mt, H5T_VARIABLE) < 0 || H5Aread(a, mt, &vl) < 0) goto cleanup;
-        *out = jt_xstrdup(vl ? vl : "");
-    } else {
-        size_t n = H5Tget_size(ft);
-        if (n == 0 || H5Tset_size(mt, n) < 0) goto cleanup;
-        char *s = jt_xcalloc(n + 1, 1);
-        if (H5Aread(a, mt, s) < 0) {
-            free(s);
-            goto cleanup;
-        }
-        *out = s;
-    }
-    rc = 0;
-cleanup:
-    if (vl) H5free_memory(vl);
-    if (mt >= 0) H5Tclose(mt);
-    if (space >= 0) H5Sclose(space);
-    if (ft >= 0) H5Tclose(ft);
-    if (a >= 0) H5Aclose(a);
-    return rc;
 }
 
 /* ---------- finite values ---------- */
@@ -298,7 +174,7 @@ static jt_status build_image(const char *label, const jt_params *p, const jt_ckp
         f = H5Fcreate(label, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     if (f < 0) {
         fail(err, errlen, "cannot create checkpoint file %s in memory: %s", label,
-             h5_detail(detail, sizeof detail));
+             jt_h5_reason(detail, sizeof detail));
         goto cleanup;
     }
     char created[64] = "unknown";
@@ -307,35 +183,38 @@ static jt_status build_image(const char *label, const jt_params *p, const jt_ckp
     if (gmtime_r(&now, &tm)) strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
     int version = CKPT_VERSION;
     int64_t world = st->world;
-    if (attr_write_str(f, "jtrain_format", CKPT_FORMAT) < 0 ||
-        attr_write(f, "version", H5T_NATIVE_INT, &version) < 0 ||
-        attr_write_str(f, "config", st->config_text ? st->config_text : "") < 0 ||
-        attr_write(f, "world", H5T_NATIVE_INT64, &world) < 0 ||
-        attr_write_u64(f, "step", st->step) < 0 || attr_write_u64(f, "epoch", st->epoch) < 0 ||
-        attr_write_u64(f, "epoch_step", st->epoch_step) < 0 ||
-        attr_write_u64(f, "adam_t", st->adam_t) < 0 || attr_write_u64(f, "seed", st->seed) < 0 ||
-        attr_write_str(f, "build_version", JT_VERSION) < 0 ||
-        attr_write_str(f, "created", created) < 0 ||
-        attr_write_u64(f, "checksum", state_checksum(st)) < 0) {
+    if (jt_h5_attr_write_string(f, "jtrain_format", CKPT_FORMAT) < 0 ||
+        jt_h5_attr_write(f, "version", H5T_NATIVE_INT, H5T_NATIVE_INT, 0, &version) < 0 ||
+        jt_h5_attr_write_string(f, "config", st->config_text ? st->config_text : "") < 0 ||
+        jt_h5_attr_write(f, "world", H5T_NATIVE_INT64, H5T_NATIVE_INT64, 0, &world) < 0 ||
+        jt_h5_attr_write_u64(f, "step", st->step) < 0 ||
+        jt_h5_attr_write_u64(f, "epoch", st->epoch) < 0 ||
+        jt_h5_attr_write_u64(f, "epoch_step", st->epoch_step) < 0 ||
+        jt_h5_attr_write_u64(f, "adam_t", st->adam_t) < 0 ||
+        jt_h5_attr_write_u64(f, "seed", st->seed) < 0 ||
+        jt_h5_attr_write_string(f, "build_version", JT_VERSION) < 0 ||
+        jt_h5_attr_write_string(f, "created", created) < 0 ||
+        jt_h5_attr_write_u64(f, "checksum", state_checksum(st)) < 0) {
         fail(err, errlen, "cannot write the attributes of %s: %s", label,
-             h5_detail(detail, sizeof detail));
+             jt_h5_reason(detail, sizeof detail));
         goto cleanup;
     }
     state = H5Gcreate2(f, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     adam = H5Gcreate2(f, "adam", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    if (state < 0 || adam < 0 || attr_write_u64(state, "epoch", st->epoch) < 0 ||
-        attr_write_u64(state, "epoch_step", st->epoch_step) < 0 ||
-        attr_write_u64(state, "seed", st->seed) < 0 || attr_write_u64(adam, "t", st->adam_t) < 0) {
+    if (state < 0 || adam < 0 || jt_h5_attr_write_u64(state, "epoch", st->epoch) < 0 ||
+        jt_h5_attr_write_u64(state, "epoch_step", st->epoch_step) < 0 ||
+        jt_h5_attr_write_u64(state, "seed", st->seed) < 0 ||
+        jt_h5_attr_write_u64(adam, "t", st->adam_t) < 0) {
         fail(err, errlen, "cannot write /state and /adam in %s: %s", label,
-             h5_detail(detail, sizeof detail));
+             jt_h5_reason(detail, sizeof detail));
         goto cleanup;
     }
     for (int s = 0; s < 3; s++) {
         g[s] = H5Gcreate2(f, SECTIONS[s], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        if (g[s] < 0 || attr_write_u64(g[s], "checksum",
-                                       section_checksum(p, sorted, bufs[s])) < 0) {
+        if (g[s] < 0 ||
+            jt_h5_attr_write_u64(g[s], "checksum", section_checksum(p, sorted, bufs[s])) < 0) {
             fail(err, errlen, "cannot write group /%s in %s: %s", SECTIONS[s], label,
-                 h5_detail(detail, sizeof detail));
+                 jt_h5_reason(detail, sizeof detail));
             goto cleanup;
         }
         jt_progress();
@@ -352,7 +231,7 @@ static jt_status build_image(const char *label, const jt_params *p, const jt_ckp
             if (d < 0 || H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                                   bufs[s] + v->offset) < 0) {
                 fail(err, errlen, "cannot write %s/%s in %s: %s", SECTIONS[s], v->name, label,
-                     h5_detail(detail, sizeof detail));
+                     jt_h5_reason(detail, sizeof detail));
                 goto cleanup;
             }
             H5Dclose(d);
@@ -363,7 +242,7 @@ static jt_status build_image(const char *label, const jt_params *p, const jt_ckp
     }
     if (file_image(f, image, size) != 0) {
         fail(err, errlen, "cannot build checkpoint file %s in memory: %s", label,
-             h5_detail(detail, sizeof detail));
+             jt_h5_reason(detail, sizeof detail));
         goto cleanup;
     }
     status = JT_OK;
@@ -429,7 +308,7 @@ failed:;
 jt_status jt_ckpt_save(const char *dir, const jt_params *p, const jt_ckpt_state *st, long keep,
                        char *path_out, size_t path_len, char *err, size_t errlen) {
     JT_CHECK(dir && p && st && p->w && p->m && p->v, "jt_ckpt_save: bad arguments");
-    h5_quiet();
+    jt_h5_quiet();
     if (path_out && path_len) path_out[0] = '\0';
     unsigned long long step = (unsigned long long)st->step;
     const float *bufs[3] = {p->w, p->m, p->v};
@@ -492,44 +371,49 @@ jt_status jt_ckpt_save(const char *dir, const jt_params *p, const jt_ckpt_state 
 /* ---------- load ---------- */
 
 int jt_ckpt_is_hdf5(const char *path) {
-    h5_quiet();
+    jt_h5_quiet();
     return H5Fis_hdf5(path) > 0;
 }
 
 /* Opens path read-only after checking that it is a jtrain checkpoint of a known version. */
 static hid_t open_checkpoint(const char *path, char *err, size_t errlen) {
-    char detail[512];
+    char detail[512], why[512];
     struct stat sb;
-    const char *why = NULL;
+    const char *bad = NULL;
     if (stat(path, &sb) != 0)
-        why = strerror(errno);
+        bad = strerror(errno);
     else if (!S_ISREG(sb.st_mode))
-        why = "not a regular file";
+        bad = "not a regular file";
     else if (H5Fis_hdf5(path) <= 0)
-        why = "not an HDF5 file";
-    if (why) {
-        fail(err, errlen, "checkpoint %s: %s", path, why);
+        bad = "not an HDF5 file";
+    if (bad) {
+        fail(err, errlen, "checkpoint %s: %s", path, bad);
         return -1;
     }
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) {
-        fail(err, errlen, "checkpoint %s: cannot open: %s", path, h5_detail(detail, sizeof detail));
+        fail(err, errlen, "checkpoint %s: cannot open: %s", path,
+             jt_h5_reason(detail, sizeof detail));
         return -1;
     }
     char *format = NULL;
-    int version = 0;
-    if (attr_read_str(f, "jtrain_format", &format) != 0) {
+    int64_t version = 0;
+    int r = jt_h5_attr_string(f, "jtrain_format", &format, why, sizeof why);
+    if (r < 0) {
+        fail(err, errlen, "checkpoint %s: root attribute jtrain_format %s", path, why);
+    } else if (r == 0) {
         fail(err, errlen, "checkpoint %s: not a jtrain checkpoint (no root attribute "
              "jtrain_format)", path);
     } else if (strcmp(format, CKPT_FORMAT) != 0) {
         fail(err, errlen, "checkpoint %s: jtrain_format is '%.40s', expected '%s'", path, format,
              CKPT_FORMAT);
-    } else if (attr_read_int(f, "version", H5T_NATIVE_INT, &version) != 0) {
-        fail(err, errlen, "checkpoint %s: root attribute version is missing or not an integer",
-             path);
+    } else if ((r = jt_h5_attr_i64(f, "version", INT32_MIN, INT32_MAX, &version, why,
+                                   sizeof why)) <= 0) {
+        fail(err, errlen, "checkpoint %s: root attribute version %s", path,
+             r < 0 ? why : "is missing");
     } else if (version != CKPT_VERSION) {
-        fail(err, errlen, "checkpoint %s: format version %d, this jtrain reads version %d", path,
-             version, CKPT_VERSION);
+        fail(err, errlen, "checkpoint %s: format version %lld, this jtrain reads version %d", path,
+             (long long)version, CKPT_VERSION);
     } else {
         free(format);
         return f;
@@ -539,25 +423,35 @@ static hid_t open_checkpoint(const char *path, char *err, size_t errlen) {
     return -1;
 }
 
+/* Reads integer attribute name of obj (at where, "root" or "/state") into *out. */
+static jt_status read_u64(hid_t obj, const char *path, const char *where, const char *name,
+                          uint64_t *out, char *err, size_t errlen) {
+    char why[512];
+    int r = jt_h5_attr_u64(obj, name, out, why, sizeof why);
+    if (r == 1) return JT_OK;
+    return fail(err, errlen, "checkpoint %s: %s attribute %s %s", path, where, name,
+                r < 0 ? why : "is missing");
+}
+
 /* Reads and checks the root attributes, /state and /adam's t into st (config_text owned). */
 static jt_status read_state_from(hid_t f, const char *path, jt_ckpt_state *st, char *err,
                                  size_t errlen) {
     static const char *const names[5] = {"step", "epoch", "epoch_step", "adam_t", "seed"};
     uint64_t *fields[5] = {&st->step, &st->epoch, &st->epoch_step, &st->adam_t, &st->seed};
+    char why[512];
     memset(st, 0, sizeof *st);
     for (int i = 0; i < 5; i++)
-        if (attr_read_int(f, names[i], H5T_NATIVE_UINT64, fields[i]) != 0)
-            return fail(err, errlen, "checkpoint %s: root attribute %s is missing or not an "
-                        "integer", path, names[i]);
-    if (attr_read_int(f, "world", H5T_NATIVE_INT64, &st->world) != 0)
-        return fail(err, errlen, "checkpoint %s: root attribute world is missing or not an "
-                    "integer", path);
+        if (read_u64(f, path, "root", names[i], fields[i], err, errlen) != JT_OK) return JT_ECKPT;
+    int r = jt_h5_attr_i64(f, "world", 1, INT64_MAX, &st->world, why, sizeof why);
+    if (r <= 0)
+        return fail(err, errlen, "checkpoint %s: root attribute world %s", path,
+                    r < 0 ? why : "is missing");
     uint64_t stored;
-    if (attr_read_int(f, "checksum", H5T_NATIVE_UINT64, &stored) != 0)
-        return fail(err, errlen, "checkpoint %s: root attribute checksum is missing", path);
-    if (attr_read_str(f, "config", &st->config_text) != 0)
-        return fail(err, errlen, "checkpoint %s: root attribute config is missing or not a "
-                    "string", path);
+    if (read_u64(f, path, "root", "checksum", &stored, err, errlen) != JT_OK) return JT_ECKPT;
+    r = jt_h5_attr_string(f, "config", &st->config_text, why, sizeof why);
+    if (r <= 0)
+        return fail(err, errlen, "checkpoint %s: root attribute config %s", path,
+                    r < 0 ? why : "is missing");
     uint64_t computed = state_checksum(st);
     if (computed != stored) {
         jt_ckpt_state_free(st);
@@ -573,7 +467,7 @@ static jt_status read_state_from(hid_t f, const char *path, jt_ckpt_state *st, c
     for (int i = 0; i < 4 && status == JT_OK; i++) {
         uint64_t got = 0;
         hid_t g = H5Gopen2(f, where[i][0], H5P_DEFAULT);
-        if (g < 0 || attr_read_int(g, where[i][1], H5T_NATIVE_UINT64, &got) != 0 ||
+        if (g < 0 || jt_h5_attr_u64(g, where[i][1], &got, why, sizeof why) != 1 ||
             got != want[i])
             status = fail(err, errlen, "checkpoint %s: /%s attribute %s is missing or disagrees "
                           "with the root attributes", path, where[i][0], where[i][1]);
@@ -583,9 +477,8 @@ static jt_status read_state_from(hid_t f, const char *path, jt_ckpt_state *st, c
     return status;
 }
 
-jt_status jt_ckpt_read_state(const char *path, jt_ckpt_state *st, char *err, size_t errlen) {
-    JT_CHECK(path && st, "jt_ckpt_read_state: bad arguments");
-    h5_quiet();
+static jt_status read_state_impl(const char *path, jt_ckpt_state *st, char *err,
+                                 size_t errlen) {
     hid_t f = open_checkpoint(path, err, errlen);
     if (f < 0) return JT_ECKPT;
     jt_ckpt_state tmp;
@@ -595,19 +488,12 @@ jt_status jt_ckpt_read_state(const char *path, jt_ckpt_state *st, char *err, siz
     return status;
 }
 
-static void format_shape(char *buf, size_t len, int ndim, const size_t *shape) {
-    size_t o = (size_t)snprintf(buf, len, "(");
-    for (int k = 0; k < ndim && o < len; k++)
-        o += (size_t)snprintf(buf + o, len - o, "%s%zu", k ? ", " : "", shape[k]);
-    if (o < len) snprintf(buf + o, len - o, ")");
-}
-
 /* Checks one dataset against view v and reads it into dst (v->size floats). */
 static jt_status read_view(hid_t g, const char *path, const char *sec, const jt_view *v,
                            float *dst, char *err, size_t errlen) {
     jt_status status = JT_ECKPT;
     char detail[512], fshape[160], mshape[160];
-    hid_t d = -1, t = -1, space = -1;
+    hid_t d = -1;
     htri_t exists = H5Lexists(g, v->name, H5P_DEFAULT);
     if (exists <= 0) {
         fail(err, errlen, "checkpoint %s: %s/%s is missing (the model has it; was the checkpoint "
@@ -619,40 +505,38 @@ static jt_status read_view(hid_t g, const char *path, const char *sec, const jt_
         fail(err, errlen, "checkpoint %s: %s/%s is not a data set", path, sec, v->name);
         goto cleanup;
     }
-    t = H5Dget_type(d);
-    space = H5Dget_space(d);
-    if (t < 0 || space < 0 || H5Tget_class(t) != H5T_FLOAT) {
-        fail(err, errlen, "checkpoint %s: %s/%s is not a float array", path, sec, v->name);
+    jt_h5_dset_info info;
+    if (jt_h5_dset_info_get(d, &info, detail, sizeof detail) != 0) {
+        fail(err, errlen, "checkpoint %s: %s/%s %s", path, sec, v->name, detail);
         goto cleanup;
     }
-    int nd = H5Sget_simple_extent_ndims(space);
-    hsize_t dims[H5S_MAX_RANK];
-    size_t shape[H5S_MAX_RANK];
-    if (nd < 0 || H5Sget_simple_extent_dims(space, dims, NULL) < 0) {
-        fail(err, errlen, "checkpoint %s: %s/%s has an unreadable shape", path, sec, v->name);
+    if (info.cls != H5T_FLOAT) {
+        fail(err, errlen, "checkpoint %s: %s/%s is %s, expected a float array", path, sec,
+             v->name, info.type);
         goto cleanup;
     }
-    int same = nd == v->ndim;
-    for (int k = 0; k < nd; k++) {
-        shape[k] = (size_t)dims[k];
-        if (same && shape[k] != v->shape[k]) same = 0;
-    }
+    int same = info.rank == v->ndim;
+    hsize_t mdims[JT_VIEW_MAX_DIMS];
+    for (int k = 0; k < v->ndim; k++) mdims[k] = (hsize_t)v->shape[k];
+    for (int k = 0; same && k < info.rank; k++) same = info.dims[k] == mdims[k];
     if (!same) {
-        format_shape(fshape, sizeof fshape, nd, shape);
-        format_shape(mshape, sizeof mshape, v->ndim, v->shape);
+        jt_h5_dims_str(info.dims, info.rank, "()", fshape, sizeof fshape);
+        jt_h5_dims_str(mdims, v->ndim, "()", mshape, sizeof mshape);
         fail(err, errlen, "checkpoint %s: %s/%s has shape %s, the model has %s", path, sec,
              v->name, fshape, mshape);
         goto cleanup;
     }
+    if (jt_h5_dset_check_storage(d, detail, sizeof detail) != 0) {
+        fail(err, errlen, "checkpoint %s: %s/%s %s", path, sec, v->name, detail);
+        goto cleanup;
+    }
     if (v->size > 0 && H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, dst) < 0) {
         fail(err, errlen, "checkpoint %s: cannot read %s/%s: %s", path, sec, v->name,
-             h5_detail(detail, sizeof detail));
+             jt_h5_reason(detail, sizeof detail));
         goto cleanup;
     }
     status = JT_OK;
 cleanup:
-    if (space >= 0) H5Sclose(space);
-    if (t >= 0) H5Tclose(t);
     if (d >= 0) H5Dclose(d);
     return status;
 }
@@ -669,10 +553,9 @@ static jt_status read_section(hid_t f, const char *path, const char *sec, const 
         goto cleanup;
     }
     uint64_t stored;
-    if (attr_read_int(g, "checksum", H5T_NATIVE_UINT64, &stored) != 0) {
-        fail(err, errlen, "checkpoint %s: /%s has no checksum attribute", path, sec);
-        goto cleanup;
-    }
+    char where[32];
+    snprintf(where, sizeof where, "/%s", sec);
+    if (read_u64(g, path, where, "checksum", &stored, err, errlen) != JT_OK) goto cleanup;
     for (size_t i = 0; i < p->n_views; i++) {
         if (read_view(g, path, sec, &p->views[i], buf + p->views[i].offset, err, errlen) != JT_OK)
             goto cleanup;
@@ -686,7 +569,7 @@ static jt_status read_section(hid_t f, const char *path, const char *sec, const 
     for (hsize_t i = 0; i < info.nlinks; i++) {
         ssize_t len = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, NULL, 0,
                                          H5P_DEFAULT);
-        if (len < 0) {
+        if (len < 0 || len > 4096) {
             fail(err, errlen, "checkpoint %s: cannot list /%s", path, sec);
             goto cleanup;
         }
@@ -724,15 +607,15 @@ cleanup:
     return status;
 }
 
-jt_status jt_ckpt_load(const char *path, jt_params *p, jt_ckpt_state *st, char *err,
-                       size_t errlen) {
-    JT_CHECK(path && p && st && p->w && p->m && p->v, "jt_ckpt_load: bad arguments");
-    h5_quiet();
+/* Reads and checks everything of the checkpoint at path: *st, and bufs[0..2] (params, adam/m,
+ * adam/v; p->total floats each, laid out like p's buffers, allocated here). On failure nothing
+ * is left allocated. */
+static jt_status load_checked(const char *path, const jt_params *p, jt_ckpt_state *st,
+                              float *bufs[3], char *err, size_t errlen) {
     jt_status status = JT_ECKPT;
     jt_ckpt_state tmp = {0};
-    float *bufs[3] = {NULL, NULL, NULL};
-    float *dsts[3] = {p->w, p->m, p->v};
     const jt_view **sorted = NULL;
+    for (int s = 0; s < 3; s++) bufs[s] = NULL;
     hid_t f = open_checkpoint(path, err, errlen);
     if (f < 0) goto cleanup;
     if (read_state_from(f, path, &tmp, err, errlen) != JT_OK) goto cleanup;
@@ -742,20 +625,157 @@ jt_status jt_ckpt_load(const char *path, jt_params *p, jt_ckpt_state *st, char *
         if (read_section(f, path, SECTIONS[s], p, sorted, bufs[s], err, errlen) != JT_OK)
             goto cleanup;
     }
-    /* Everything checked: only now touch the model. */
-    for (int s = 0; s < 3; s++)
-        for (size_t i = 0; i < p->n_views; i++)
-            memcpy(dsts[s] + p->views[i].offset, bufs[s] + p->views[i].offset,
-                   p->views[i].size * sizeof(float));
     *st = tmp;
     tmp.config_text = NULL;
     status = JT_OK;
 cleanup:
     jt_ckpt_state_free(&tmp);
-    for (int s = 0; s < 3; s++) jt_free_aligned(bufs[s]);
+    if (status != JT_OK)
+        for (int s = 0; s < 3; s++) {
+            jt_free_aligned(bufs[s]);
+            bufs[s] = NULL;
+        }
     free(sorted);
     if (f >= 0) H5Fclose(f);
     return status;
+}
+
+/* Everything checked: only now touch the model (its views; p->g and the padding stay). */
+static void apply_views(jt_params *p, float *bufs[3]) {
+    float *dsts[3] = {p->w, p->m, p->v};
+    for (int s = 0; s < 3; s++)
+        for (size_t i = 0; i < p->n_views; i++)
+            memcpy(dsts[s] + p->views[i].offset, bufs[s] + p->views[i].offset,
+                   p->views[i].size * sizeof(float));
+}
+
+/* ---------- the isolated reader ----------
+ * A checkpoint is untrusted input (a user's --resume or eval file): it is read in a forked
+ * child (h5util.h, jt_h5_isolated), which sends the checked state (and the views' values) back;
+ * a file that crashes libhdf5 is a checkpoint error, not a dead rank, and this process never
+ * calls HDF5 on it. */
+
+typedef struct {
+    const char *path;
+    const jt_params *p; /* NULL: the state only */
+    jt_ckpt_state st;   /* parent: received */
+    float *bufs[3];     /* parent: received views, laid out like p's buffers */
+} ckpt_iso;
+
+static int send_state(jt_h5_pipe *o, const jt_ckpt_state *st) {
+    uint64_t f[6] = {st->step, st->epoch, st->epoch_step, st->adam_t, st->seed,
+                     (uint64_t)st->world};
+    uint64_t n = strlen(st->config_text);
+    return jt_h5_send(o, f, sizeof f) || jt_h5_send(o, &n, sizeof n) ||
+           jt_h5_send(o, st->config_text, (size_t)n);
+}
+
+static int recv_state(jt_h5_pipe *in, jt_ckpt_state *st) {
+    uint64_t f[6], n;
+    if (jt_h5_recv(in, f, sizeof f) || jt_h5_recv(in, &n, sizeof n)) return -1;
+    JT_CHECK(n <= JT_H5_MAX_STRING, "isolated reader: a config of %llu bytes",
+             (unsigned long long)n);
+    st->step = f[0];
+    st->epoch = f[1];
+    st->epoch_step = f[2];
+    st->adam_t = f[3];
+    st->seed = f[4];
+    st->world = (int64_t)f[5];
+    st->config_text = jt_xcalloc((size_t)n + 1, 1);
+    return jt_h5_recv(in, st->config_text, (size_t)n);
+}
+
+static jt_status ckpt_child(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
+    const ckpt_iso *a = arg;
+    jt_ckpt_state st = {0};
+    float *bufs[3] = {NULL, NULL, NULL};
+    jt_status status = a->p ? load_checked(a->path, a->p, &st, bufs, err, errlen)
+                            : read_state_impl(a->path, &st, err, errlen);
+    if (status != JT_OK) return status;
+    int bad = send_state(out, &st);
+    for (int s = 0; s < 3 && a->p && !bad; s++)
+        for (size_t i = 0; i < a->p->n_views && !bad; i++)
+            bad = jt_h5_send(out, bufs[s] + a->p->views[i].offset,
+                             a->p->views[i].size * sizeof(float));
+    for (int s = 0; s < 3; s++) jt_free_aligned(bufs[s]);
+    jt_ckpt_state_free(&st);
+    return bad ? fail(err, errlen, "checkpoint %s: the isolated reader lost its parent", a->path)
+               : JT_OK;
+}
+
+static void ckpt_iso_free(ckpt_iso *a) {
+    jt_ckpt_state_free(&a->st);
+    for (int s = 0; s < 3; s++) {
+        jt_free_aligned(a->bufs[s]);
+        a->bufs[s] = NULL;
+    }
+}
+
+static jt_status ckpt_parent(void *arg, jt_h5_pipe *in, char *err, size_t errlen) {
+    ckpt_iso *a = arg;
+    (void)err;
+    (void)errlen;
+    int bad = recv_state(in, &a->st);
+    for (int s = 0; s < 3 && a->p && !bad; s++) {
+        a->bufs[s] = jt_alloc_floats(a->p->total);
+        for (size_t i = 0; i < a->p->n_views && !bad; i++)
+            bad = jt_h5_recv(in, a->bufs[s] + a->p->views[i].offset,
+                             a->p->views[i].size * sizeof(float));
+    }
+    if (!bad) return JT_OK;
+    ckpt_iso_free(a);
+    return JT_ECKPT;
+}
+
+/* "checkpoint PATH", the start of every load message (ckpt_dir.c strips it for warnings). */
+static const char *ckpt_label(const char *path, char *buf, size_t len) {
+    snprintf(buf, len, "checkpoint %s", path);
+    return buf;
+}
+
+jt_status jt_ckpt_read_state(const char *path, jt_ckpt_state *st, char *err, size_t errlen) {
+    JT_CHECK(path && st, "jt_ckpt_read_state: bad arguments");
+    jt_h5_quiet();
+    if (!jt_h5_isolation_on()) return read_state_impl(path, st, err, errlen);
+    char label[JT_CKPT_PATH_MAX + 16];
+    ckpt_iso a = {path, NULL, {0}, {NULL, NULL, NULL}};
+    jt_status status = jt_h5_isolated(ckpt_label(path, label, sizeof label), ckpt_child,
+                                      ckpt_parent, &a, JT_ECKPT, err, errlen);
+    if (status != JT_OK) {
+        ckpt_iso_free(&a);
+        return status;
+    }
+    *st = a.st;
+    return JT_OK;
+}
+
+jt_status jt_ckpt_load(const char *path, jt_params *p, jt_ckpt_state *st, char *err,
+                       size_t errlen) {
+    JT_CHECK(path && p && st && p->w && p->m && p->v, "jt_ckpt_load: bad arguments");
+    jt_h5_quiet();
+    float *bufs[3];
+    jt_ckpt_state tmp = {0};
+    if (!jt_h5_isolation_on()) {
+        jt_status status = load_checked(path, p, &tmp, bufs, err, errlen);
+        if (status != JT_OK) return status;
+        apply_views(p, bufs);
+        for (int s = 0; s < 3; s++) jt_free_aligned(bufs[s]);
+        *st = tmp;
+        return JT_OK;
+    }
+    char label[JT_CKPT_PATH_MAX + 16];
+    ckpt_iso a = {path, p, {0}, {NULL, NULL, NULL}};
+    jt_status status = jt_h5_isolated(ckpt_label(path, label, sizeof label), ckpt_child,
+                                      ckpt_parent, &a, JT_ECKPT, err, errlen);
+    if (status != JT_OK) {
+        ckpt_iso_free(&a);
+        return status;
+    }
+    apply_views(p, a.bufs);
+    *st = a.st;
+    a.st.config_text = NULL;
+    ckpt_iso_free(&a);
+    return JT_OK;
 }
 
 void jt_ckpt_state_free(jt_ckpt_state *st) {

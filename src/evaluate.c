@@ -28,6 +28,37 @@ void jt_head_eval_unpack(const double *acc, size_t n_heads, jt_head_eval *out) {
     }
 }
 
+/* Length of the valid UTF-8 sequence at p (1-4), or 0 if p does not start one. */
+static size_t utf8_len(const unsigned char *p) {
+    if (p[0] < 0x80) return 1;
+    size_t n = p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
+    if (p[0] >= 0xf8) n = 0;
+    for (size_t i = 1; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80) return 0;
+    /* no overlong forms, surrogates or code points past U+10FFFF */
+    if ((n == 3 && p[0] == 0xe0 && p[1] < 0xa0) || (n == 3 && p[0] == 0xed && p[1] >= 0xa0) ||
+        (n == 4 && p[0] == 0xf0 && p[1] < 0x90) || (n == 4 && p[0] == 0xf4 && p[1] >= 0x90))
+        return 0;
+    return n;
+}
+
+/* s as a JSON string (RFC 8259): quotes, backslashes and control characters escaped, and a byte
+ * that is not UTF-8 (a path may hold any byte) as U+FFFD, so the output always parses. */
+static void json_string(FILE *f, const char *s) {
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)s; *p;) {
+        size_t n = utf8_len(p);
+        if (*p == '"' || *p == '\\') fprintf(f, "\\%c", *p);
+        else if (*p == '\n') fputs("\\n", f);
+        else if (*p == '\t') fputs("\\t", f);
+        else if (*p < 0x20 || *p == 0x7f) fprintf(f, "\\u%04x", *p);
+        else if (n == 0) fputs("\\ufffd", f);
+        else fwrite(p, 1, n, f);
+        p += n ? n : 1;
+    }
+    fputc('"', f);
+}
+
 void jt_head_eval_print(const jt_model *m, const jt_head_eval *ev, FILE *out, FILE *json) {
     for (size_t h = 0; h < m->n_heads; h++) {
         const jt_chain *c = &m->chains[m->n_blocks + h];
@@ -35,15 +66,24 @@ void jt_head_eval_print(const jt_model *m, const jt_head_eval *ev, FILE *out, FI
         double loss = n > 0 ? ev[h].loss_sum / n : 0.0, acc = n > 0 ? ev[h].correct / n : 0.0;
         double seq = ev[h].seq_rows > 0 ? ev[h].seq_exact / ev[h].seq_rows : 0.0;
         if (out) {
-            fprintf(out, " | %s loss %.4f acc %.4f", c->name, loss, acc);
-            if (c->seq_len) fprintf(out, " seq %.4f", seq);
+            /* no labelled row: there is no loss or accuracy to show, and 0 would read as one */
+            if (n > 0) fprintf(out, " | %s loss %.4f acc %.4f", c->name, loss, acc);
+            else fprintf(out, " | %s n 0, no labels", c->name);
+            if (c->seq_len && n > 0) fprintf(out, " seq %.4f", seq);
         }
         if (json) {
-            fprintf(json, "%s\"%s\": {\"loss\": %.6f, \"accuracy\": %.6f, \"n\": %.0f, "
-                    "\"correct\": %.0f", h ? ", " : "", c->name, loss, acc, n, ev[h].correct);
-            if (c->seq_len)
-                fprintf(json, ", \"sequence_accuracy\": %.6f, \"sequences\": %.0f", seq,
-                        ev[h].seq_rows);
+            fprintf(json, "%s", h ? ", " : "");
+            json_string(json, c->name);
+            if (n > 0)
+                fprintf(json, ": {\"loss\": %.6f, \"accuracy\": %.6f", loss, acc);
+            else
+                fprintf(json, ": {\"loss\": null, \"accuracy\": null");
+            fprintf(json, ", \"n\": %.0f, \"correct\": %.0f", n, ev[h].correct);
+            if (c->seq_len) {
+                if (ev[h].seq_rows > 0) fprintf(json, ", \"sequence_accuracy\": %.6f", seq);
+                else fprintf(json, ", \"sequence_accuracy\": null");
+                fprintf(json, ", \"sequences\": %.0f", ev[h].seq_rows);
+            }
             fprintf(json, "}");
         }
     }
@@ -101,8 +141,9 @@ jt_status jt_eval_run(const char *ckpt_arg, const char *data, const char *split_
     if ((st = jt_comm_agree_report(st == JT_OK ? JT_OK : JT_ECKPT, err)) != JT_OK) goto cleanup;
     const char *path = data ? data : cfg.data.file;
     const char *sname = split_name ? split_name : cfg.data.eval;
+    /* evaluating a split without labels is allowed: each head reports "n 0, no labels" */
     st = jt_comm_agree_report(
-        jt_model_open_data(&cfg, path, sname, rank, world, &split, err, sizeof err), err);
+        jt_model_open_split(&cfg, path, sname, rank, world, 0, &split, err, sizeof err), err);
     if (st != JT_OK) goto cleanup;
     st = jt_comm_agree_report(jt_model_build(&m, &cfg, &split, 256, err, sizeof err), err);
     if (st != JT_OK) goto cleanup;
@@ -111,10 +152,14 @@ jt_status jt_eval_run(const char *ckpt_arg, const char *data, const char *split_
     ev = jt_xcalloc(m.n_heads, sizeof *ev);
     jt_evaluate(&m, &split, ev, NULL);
     if (rank == 0) {
-        if (json) printf("{\"checkpoint\": \"%s\", \"data\": \"%s\", \"split\": \"%s\", "
-                         "\"step\": %llu, \"heads\": {", ckpt, path, sname,
-                         (unsigned long long)cs.step);
         if (json) {
+            printf("{\"checkpoint\": ");
+            json_string(stdout, ckpt);
+            printf(", \"data\": ");
+            json_string(stdout, path);
+            printf(", \"split\": ");
+            json_string(stdout, sname);
+            printf(", \"step\": %llu, \"heads\": {", (unsigned long long)cs.step);
             jt_head_eval_print(&m, ev, NULL, stdout);
             printf("}}\n");
         } else {
@@ -122,12 +167,14 @@ jt_status jt_eval_run(const char *ckpt_arg, const char *data, const char *split_
                 const jt_head_eval *e = &ev[h];
                 const jt_chain *c = &m.chains[m.n_blocks + h];
                 double n = e->labelled;
-                printf("%-12s loss %.4f  accuracy %.4f  (%.0f/%.0f)", c->name,
-                       n > 0 ? e->loss_sum / n : 0.0, n > 0 ? e->correct / n : 0.0, e->correct, n);
-                if (c->seq_len)
-                    printf("  sequence accuracy %.4f (%.0f/%.0f)",
-                           e->seq_rows > 0 ? e->seq_exact / e->seq_rows : 0.0, e->seq_exact,
-                           e->seq_rows);
+                if (n > 0)
+                    printf("%-12s loss %.4f  accuracy %.4f  (%.0f/%.0f)", c->name,
+                           e->loss_sum / n, e->correct / n, e->correct, n);
+                else
+                    printf("%-12s n 0, no labels", c->name);
+                if (c->seq_len && e->seq_rows > 0)
+                    printf("  sequence accuracy %.4f (%.0f/%.0f)", e->seq_exact / e->seq_rows,
+                           e->seq_exact, e->seq_rows);
                 printf("\n");
             }
         }

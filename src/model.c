@@ -35,15 +35,37 @@ static long find_block_cfg(const jt_config *cfg, const char *name) {
     return -1;
 }
 
-jt_status jt_model_open_data(const jt_config *cfg, const char *path, const char *split, int rank,
-                             int world, jt_split *out, char *err, size_t errlen) {
+jt_status jt_model_open_split(const jt_config *cfg, const char *path, const char *split,
+                              int rank, int world, int need_labels, jt_split *out, char *err,
+                              size_t errlen) {
     const char *inputs[JT_MODEL_MAX_ARRAYS], *labels[JT_MODEL_MAX_ARRAYS];
     size_t ni = 0, nl = 0;
     for (size_t b = 0; b < cfg->n_blocks; b++)
         if (find_block_cfg(cfg, cfg->blocks[b].input) < 0)
             add_unique(inputs, &ni, cfg->blocks[b].input);
     for (size_t h = 0; h < cfg->n_heads; h++) add_unique(labels, &nl, cfg->heads[h].target);
-    return jt_data_open(out, path, split, inputs, ni, labels, nl, rank, world, err, errlen);
+    jt_status st = jt_data_open(out, path, split, inputs, ni, labels, nl, rank, world, err,
+                                errlen);
+    if (st != JT_OK || !need_labels || world == 0) return st;
+    /* A head without a single labelled row in the whole split (the count is global, so every
+     * rank reaches the same verdict) would train on loss 0 and report nothing: refuse it. */
+    for (size_t h = 0; h < cfg->n_heads; h++) {
+        const jt_array *a = jt_data_find(out, cfg->heads[h].target);
+        if (!a || a->n_labelled > 0) continue;
+        set_err(err, errlen, "%s: head %s: /%s/%s has no labelled row (all %zu rows are -1), so "
+                "the head has nothing to learn from; give it labels, or remove "
+                "model.heads.%s from the config", path, cfg->heads[h].name, split, a->name,
+                out->n, cfg->heads[h].name);
+        jt_data_close(out);
+        return JT_EDATA;
+    }
+    return JT_OK;
+}
+
+jt_status jt_model_open_data(const jt_config *cfg, const char *path, const char *split, int rank,
+                             int world, jt_split *out, char *err, size_t errlen) {
+    int is_train = strcmp(path, cfg->data.file) == 0 && strcmp(split, cfg->data.train) == 0;
+    return jt_model_open_split(cfg, path, split, rank, world, is_train, out, err, errlen);
 }
 
 static long find_array(const jt_split *s, const char *name) {

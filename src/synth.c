@@ -21,13 +21,13 @@
  * without timestamps, so the same arguments give a byte-identical file. */
 #include "jtrain/data.h"
 
-#include <hdf5.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "jtrain/h5util.h"
 #include "jtrain/rng.h"
 
 #define SY_H 28
@@ -144,27 +144,6 @@ static void make_row(sy_row *row, uint64_t seed, int split, size_t i, const sy_v
     while (k < SY_L) row->caption[k++] = -1;
 }
 
-static herr_t attr_write(hid_t obj, const char *name, hid_t ftype, hid_t mtype, size_t n,
-                         const void *buf) {
-    hsize_t d = n;
-    hid_t sp = n ? H5Screate_simple(1, &d, NULL) : H5Screate(H5S_SCALAR);
-    hid_t a = sp < 0 ? H5I_INVALID_HID : H5Acreate2(obj, name, ftype, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, mtype, buf);
-    if (a >= 0) H5Aclose(a);
-    if (sp >= 0) H5Sclose(sp);
-    return rc;
-}
-
-/* Variable-length UTF-8 strings, as h5py writes them; n == 0 writes one scalar string. */
-static herr_t attr_strings(hid_t obj, const char *name, const char *const *s, size_t n) {
-    hid_t t = H5Tcopy(H5T_C_S1);
-    H5Tset_size(t, H5T_VARIABLE);
-    H5Tset_cset(t, H5T_CSET_UTF8);
-    herr_t rc = attr_write(obj, name, t, t, n, s);
-    H5Tclose(t);
-    return rc;
-}
-
 static hid_t make_array(hid_t grp, const char *name, hid_t ftype, int rank, const hsize_t *dims) {
     hsize_t chunk[3];
     for (int i = 0; i < rank; i++) chunk[i] = dims[i];
@@ -175,28 +154,17 @@ static hid_t make_array(hid_t grp, const char *name, hid_t ftype, int rank, cons
     H5Pset_chunk(dcpl, rank, chunk);
     H5Pset_deflate(dcpl, 4);
     hid_t d = H5Dcreate2(grp, name, ftype, sp, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    hid_t saved = d < 0 ? jt_h5_stack_save() : H5I_INVALID_HID;
     H5Pclose(dcpl);
     H5Sclose(sp);
+    jt_h5_stack_restore(saved);
     return d;
-}
-
-/* Writes rows [r0, r0 + nr) of one array from buf (rows of row_elems values of mtype). */
-static herr_t write_rows(hid_t d, hid_t mtype, size_t r0, size_t nr, const void *buf) {
-    hid_t fs = H5Dget_space(d);
-    hsize_t start[3] = {r0, 0, 0}, count[3];
-    int rank = H5Sget_simple_extent_dims(fs, count, NULL);
-    count[0] = nr;
-    hid_t ms = H5Screate_simple(rank, count, NULL);
-    herr_t rc = H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL);
-    if (rc >= 0) rc = H5Dwrite(d, mtype, ms, fs, H5P_DEFAULT, buf);
-    H5Sclose(ms);
-    H5Sclose(fs);
-    return rc;
 }
 
 /* Writes one split; accumulates the audio's per-band sums into sum/sumsq when they are given. */
 static herr_t write_split(hid_t file, const char *split, int split_id, size_t n, uint64_t seed,
-                          const sy_vocab *v, double *sum, double *sumsq, hid_t *audio_out) {
+                          const sy_vocab *v, double *sum, double *sumsq, hid_t *audio_out,
+                          char *why, size_t whylen) {
     herr_t rc = -1;
     hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE), grp = H5I_INVALID_HID;
     hid_t d[SY_NARRAYS];
@@ -237,13 +205,13 @@ static herr_t write_split(hid_t file, const char *split, int split_id, size_t n,
                 sumsq[k % SY_F] += (double)row->audio[k] * row->audio[k];
             }
         }
-        if (write_rows(d[A_IMAGE], H5T_NATIVE_UINT8, r0, nr, img) < 0 ||
-            write_rows(d[A_AUDIO], H5T_NATIVE_FLOAT, r0, nr, aud) < 0 ||
-            write_rows(d[A_LABEL], H5T_NATIVE_INT32, r0, nr, lb) < 0 ||
-            write_rows(d[A_WORD], H5T_NATIVE_INT32, r0, nr, wd) < 0 ||
-            write_rows(d[A_SPEAKER], H5T_NATIVE_INT32, r0, nr, sp) < 0 ||
-            write_rows(d[A_GROUP], H5T_NATIVE_INT32, r0, nr, gr) < 0 ||
-            write_rows(d[A_CAPTION], H5T_NATIVE_INT32, r0, nr, cap) < 0)
+        if (jt_h5_write_rows(d[A_IMAGE], H5T_NATIVE_UINT8, r0, nr, img) < 0 ||
+            jt_h5_write_rows(d[A_AUDIO], H5T_NATIVE_FLOAT, r0, nr, aud) < 0 ||
+            jt_h5_write_rows(d[A_LABEL], H5T_NATIVE_INT32, r0, nr, lb) < 0 ||
+            jt_h5_write_rows(d[A_WORD], H5T_NATIVE_INT32, r0, nr, wd) < 0 ||
+            jt_h5_write_rows(d[A_SPEAKER], H5T_NATIVE_INT32, r0, nr, sp) < 0 ||
+            jt_h5_write_rows(d[A_GROUP], H5T_NATIVE_INT32, r0, nr, gr) < 0 ||
+            jt_h5_write_rows(d[A_CAPTION], H5T_NATIVE_INT32, r0, nr, cap) < 0)
             goto cleanup;
     }
 
@@ -254,18 +222,19 @@ static herr_t write_split(hid_t file, const char *split, int split_id, size_t n,
         snprintf(spk_buf[s], sizeof spk_buf[s], "spk%02d", s);
         spk_names[s] = spk_buf[s];
     }
-    if (attr_write(d[A_IMAGE], "scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 0, &scale) < 0 ||
-        attr_write(d[A_IMAGE], "offset", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 0, &offset) < 0 ||
-        attr_strings(d[A_LABEL], "classes", k_items, SY_CLASSES) < 0 ||
-        attr_strings(d[A_WORD], "classes", k_words, SY_CLASSES) < 0 ||
-        attr_strings(d[A_SPEAKER], "classes", spk_names, SY_SPEAKERS) < 0 ||
-        attr_strings(d[A_GROUP], "classes", k_groups, SY_GROUPS) < 0 ||
-        attr_strings(d[A_CAPTION], "vocab", v->ptr, v->n) < 0)
+    if (jt_h5_attr_write(d[A_IMAGE], "scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 0, &scale) < 0 ||
+        jt_h5_attr_write(d[A_IMAGE], "offset", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 0, &offset) < 0 ||
+        jt_h5_attr_write_strings(d[A_LABEL], "classes", k_items, SY_CLASSES) < 0 ||
+        jt_h5_attr_write_strings(d[A_WORD], "classes", k_words, SY_CLASSES) < 0 ||
+        jt_h5_attr_write_strings(d[A_SPEAKER], "classes", spk_names, SY_SPEAKERS) < 0 ||
+        jt_h5_attr_write_strings(d[A_GROUP], "classes", k_groups, SY_GROUPS) < 0 ||
+        jt_h5_attr_write_strings(d[A_CAPTION], "vocab", v->ptr, v->n) < 0)
         goto cleanup;
     *audio_out = d[A_AUDIO];
     d[A_AUDIO] = H5I_INVALID_HID; /* the caller adds mean/std once train is done */
     rc = 0;
 cleanup:
+    if (rc < 0) jt_h5_reason(why, whylen); /* before the closes below clear HDF5's stack */
     for (int a = 0; a < SY_NARRAYS; a++)
         if (d[a] >= 0) H5Dclose(d[a]);
     if (grp >= 0) H5Gclose(grp);
@@ -284,7 +253,7 @@ jt_status jt_synth_write(const char *path, size_t n_train, size_t n_test, uint64
         if (err) snprintf(err, errlen, "synth: --train and --test need at least 1 row each");
         return JT_EUSAGE;
     }
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    jt_h5_quiet();
     jt_status st = JT_OK;
     sy_vocab v;
     vocab_build(&v);
@@ -292,9 +261,10 @@ jt_status jt_synth_write(const char *path, size_t n_train, size_t n_test, uint64
     hid_t file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     hid_t root = file < 0 ? H5I_INVALID_HID : H5Gopen2(file, "/", H5P_DEFAULT);
     if (root < 0) {
+        char why[512];
+        jt_h5_reason(why, sizeof why);
         if (file >= 0) H5Fclose(file);
-        if (err) snprintf(err, errlen, "%s: cannot create the file (does its directory exist?)",
-                          path);
+        if (err) snprintf(err, errlen, "%s: cannot create the file: %s", path, why);
         return JT_EDATA;
     }
     double sum[SY_F] = {0}, sumsq[SY_F] = {0};
@@ -306,13 +276,16 @@ jt_status jt_synth_write(const char *path, size_t n_train, size_t n_test, uint64
              "jtrain synth: synthetic AVFM (image, audio, label, word, speaker, group, caption), "
              "seed %llu, %zu train and %zu test rows", (unsigned long long)seed, n_train, n_test);
     const char *descp = desc;
-    if (attr_strings(root, "jtrain_format", &format, 0) < 0 ||
-        attr_write(root, "version", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &version) < 0 ||
-        attr_strings(root, "description", &descp, 0) < 0)
+    char why[512] = "";
+    if (jt_h5_attr_write_strings(root, "jtrain_format", &format, 0) < 0 ||
+        jt_h5_attr_write(root, "version", H5T_STD_I32LE, H5T_NATIVE_INT, 0, &version) < 0 ||
+        jt_h5_attr_write_strings(root, "description", &descp, 0) < 0)
         goto fail;
-    if (write_split(file, "train", 0, n_train, seed, &v, sum, sumsq, &audio[0]) < 0 ||
-        write_split(file, "test", 1, n_test, seed, &v, NULL, NULL, &audio[1]) < 0)
-        goto fail;
+    if (write_split(file, "train", 0, n_train, seed, &v, sum, sumsq, &audio[0], why,
+                    sizeof why) < 0 ||
+        write_split(file, "test", 1, n_test, seed, &v, NULL, NULL, &audio[1], why,
+                    sizeof why) < 0)
+        goto fail_why;
     double cnt = (double)n_train * SY_T;
     for (int f = 0; f < SY_F; f++) {
         double m = sum[f] / cnt, var = sumsq[f] / cnt - m * m;
@@ -320,8 +293,8 @@ jt_status jt_synth_write(const char *path, size_t n_train, size_t n_test, uint64
         std[f] = (float)sqrt(var > 1e-12 ? var : 1e-12);
     }
     for (int s = 0; s < 2; s++)
-        if (attr_write(audio[s], "mean", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, SY_F, mean) < 0 ||
-            attr_write(audio[s], "std", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, SY_F, std) < 0)
+        if (jt_h5_attr_write(audio[s], "mean", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, SY_F, mean) < 0 ||
+            jt_h5_attr_write(audio[s], "std", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, SY_F, std) < 0)
             goto fail;
     for (int s = 0; s < 2; s++) {
         H5Dclose(audio[s]);
@@ -335,8 +308,10 @@ jt_status jt_synth_write(const char *path, size_t n_train, size_t n_test, uint64
     }
     return JT_OK;
 fail:
+    jt_h5_reason(why, sizeof why); /* before the closes below clear HDF5's stack */
+fail_why:
     st = JT_EDATA;
-    if (err) snprintf(err, errlen, "%s: cannot write the synthetic data set (disk full?)", path);
+    if (err) snprintf(err, errlen, "%s: cannot write the synthetic data set: %s", path, why);
     for (int s = 0; s < 2; s++)
         if (audio[s] >= 0) H5Dclose(audio[s]);
     if (root >= 0) H5Gclose(root);

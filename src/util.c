@@ -26,6 +26,10 @@ void jt_log_set_rank(int rank, int world) {
 static void vprint(const char *prefix, const char *fmt, va_list ap) {
     char msg[2048];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    /* One line, whatever a message quotes from a file (names and strings of a crafted data set
+     * may hold newlines or terminal escapes). */
+    for (char *c = msg; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
     if (g_rank >= 0 && g_world > 1)
         fprintf(stderr, "jtrain: rank %d: %s%s\n", g_rank, prefix, msg);
     else

@@ -1,7 +1,7 @@
 /* data.h - the HDF5 data set (DESIGN.md "Data set file"): validation and this rank's shard.
  *
- * Each rank reads one contiguous block of rows of each array it needs, with one hyperslab read
- * per array, once, into memory (never the whole file). Inputs are converted to float32 and
+ * Each rank reads one contiguous block of rows of each array it needs, in hyperslab reads of
+ * whole chunks, once, into memory (never the whole file). Inputs are converted to float32 and
  * normalised on load, from the array's attributes (one pair or none; both pairs is an error):
  *   scale/offset  scalars: x * scale + offset; a missing scale is 1/255 for uint8, 1 for float32,
  *                 a missing offset 0;
@@ -32,6 +32,8 @@ typedef struct {
     size_t row_elems;   /* elements per row (1 for a class label) */
     size_t n_classes;   /* labels: number of entries of `classes` (or `vocab`) */
     char **classes;     /* labels: the class names (owned) */
+    size_t n_labelled;  /* labels: rows of the WHOLE split (every shard) with at least one label
+                           >= 0, the same on every rank; 0 when world == 0 (not counted) */
     void *data;         /* this rank's rows [begin, end), row-major: float (inputs, 64-byte
                            aligned) or int32_t (labels; a sequence label is (rows, L)), so row i of
                            the shard starts at i * row_elems; NULL when world == 0 */
@@ -51,17 +53,23 @@ typedef struct {
 size_t jt_data_shard_begin(size_t n, int world, int r);
 
 /* Opens path, checks the file (exists, HDF5, jtrain_format == "dataset", version == 1), the
- * split, and every named array (exists, rank, dtype, attributes, `classes`/`vocab` on labels),
- * that all arrays of the split (named or not) have the same N, then reads rank's shard rows
- * [jt_data_shard_begin(n, world, rank), jt_data_shard_begin(n, world, rank + 1)).
+ * split, and every named array (exists, rank, dtype, filters HDF5 can decode, attributes,
+ * `classes`/`vocab` on labels), that all arrays of the split (named or not) have the same N and
+ * that this rank's shard fits in memory, counts each label array's labelled rows over the whole
+ * split (n_labelled; label arrays are read whole for this, in blocks), then reads rank's shard
+ * rows [jt_data_shard_begin(n, world, rank), jt_data_shard_begin(n, world, rank + 1)).
  * s->arrays holds the inputs, then the labels, in the order given (a name repeated in the same
  * list is kept once). Labels are range-checked on this rank's shard only (errors name the global
  * row); the caller agrees on the verdict across ranks.
  * world == 0 reads no rows (metadata only: n, shapes and classes, for `summary`; begin == end ==
- * 0, every data NULL, label values unchecked). Otherwise 0 <= rank < world (checked, fatal).
- * Fewer rows than ranks is an error. Does not print; turns off HDF5's error printing.
+ * 0, every data NULL, label values unchecked and uncounted). Otherwise 0 <= rank < world
+ * (checked, fatal). Fewer rows than ranks is an error.
+ * The file is untrusted: it is read in a forked child (jt_h5_isolated, h5util.h) that sends
+ * the result back, so a file that crashes or hangs libhdf5 is an error ("HDF5 crashed while
+ * reading it"), not a dead rank. Does not print; HDF5 prints nothing.
  * Returns JT_OK, or JT_EDATA with one message in err naming the file, the array (/split/name),
- * what was expected and what was found; then s is zeroed. Free with jt_data_close. */
+ * what was expected and what was found, or HDF5's own reason (a missing filter, a truncated
+ * file, a bad checksum); then s is zeroed. Free with jt_data_close. */
 jt_status jt_data_open(jt_split *s, const char *path, const char *split,
                        const char *const *inputs, size_t n_inputs,
                        const char *const *labels, size_t n_labels,

@@ -66,7 +66,14 @@ typedef struct {
 
 /* Opens split `split` of the data set at path with the arrays cfg's model needs (block inputs
  * that are not blocks, head targets) and reads rank's shard of them (world 0: metadata only;
- * see jt_data_open). */
+ * see jt_data_open). With need_labels (and world > 0), a head whose target has no labelled row
+ * in the whole split (all -1) is JT_EDATA naming the head and the array: it
+ * could not learn (the count is over the whole split, so every rank agrees). */
+jt_status jt_model_open_split(const jt_config *cfg, const char *path, const char *split,
+                              int rank, int world, int need_labels, jt_split *out, char *err,
+                              size_t errlen);
+/* jt_model_open_split with need_labels when (path, split) is cfg's training data
+ * (data.file, data.train): what training opens; the eval split may lack labels. */
 jt_status jt_model_open_data(const jt_config *cfg, const char *path, const char *split, int rank,
                              int world, jt_split *out, char *err, size_t errlen);
 

@@ -477,6 +477,42 @@ static void test_shards_concatenate(void **state) {
     assert_no_open_handles();
 }
 
+/* Labelled rows are counted over the whole split, the same on every rank, whatever rows the
+ * rank's own shard holds (issue 9: a head without a single label must be refused globally). */
+static void test_labelled_counts(void **state) {
+    (void)state;
+    const char *path = tmp_path("labelled.h5");
+    int32_t lab[20], cap[20 * 4];
+    for (int i = 0; i < 20; i++) {
+        lab[i] = i >= 15 ? (int32_t)(i % 3) : -1; /* 5 labelled rows, all in the last shard */
+        for (int k = 0; k < 4; k++) cap[i * 4 + k] = -1;
+        if (i % 4 == 0) cap[i * 4 + 2] = 1; /* 5 rows with one token (not at position 0) */
+    }
+    hsize_t d1[1] = {20}, d2[2] = {20, 4};
+    hid_t f = make_base(path, 20, B_LABEL | B_CAPTION);
+    tf_array(f, "train/label", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, d1, lab);
+    tf_attr_strs(f, "train/label", "classes", k_cls3, 3, 0);
+    tf_array(f, "train/caption", H5T_STD_I32LE, H5T_NATIVE_INT32, 2, d2, cap);
+    tf_attr_strs(f, "train/caption", "vocab", k_vocab5, 5, 0);
+    H5Fclose(f);
+    for (int r = 0; r < 4; r++) {
+        jt_split s;
+        char err[512] = "";
+        assert_int_equal(jt_data_open(&s, path, "train", k_in, 2, k_lb, 2, r, 4, err, sizeof err),
+                         JT_OK);
+        assert_int_equal(jt_data_find(&s, "label")->n_labelled, 5);
+        assert_int_equal(jt_data_find(&s, "caption")->n_labelled, 5);
+        jt_data_close(&s);
+    }
+    jt_split s;
+    char err[512] = "";
+    assert_int_equal(jt_data_open(&s, path, "train", k_in, 2, k_lb, 2, 0, 0, err, sizeof err),
+                     JT_OK);
+    assert_int_equal(jt_data_find(&s, "label")->n_labelled, 0); /* metadata only: not counted */
+    jt_data_close(&s);
+    assert_no_open_handles();
+}
+
 /* ---- normalisation ---- */
 
 static void test_normalisation(void **state) {
@@ -813,6 +849,7 @@ int main(void) {
         cmocka_unit_test(test_synth_reproducible),
         cmocka_unit_test(test_synth_errors),
         cmocka_unit_test(test_shards_concatenate),
+        cmocka_unit_test(test_labelled_counts),
         cmocka_unit_test(test_normalisation),
         cmocka_unit_test(test_metadata_only),
         cmocka_unit_test(test_label_types),
