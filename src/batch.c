@@ -16,9 +16,10 @@ size_t jt_batcher_bytes(const jt_split *split, size_t batch_size, size_t max_loc
     size_t record = 0;
     for (size_t a = 0; a < split->n_arrays; a++)
         record = jt_size_add(record, jt_array_row_bytes(&split->arrays[a]));
-    /* per slot: rows, send (B records), recv and the arrays (max_local records each) */
+    /* per slot: rows, send (min(B, n) records), recv and the arrays (max_local records each) */
+    size_t send = batch_size < split->n ? batch_size : split->n;
     size_t slot = jt_size_add(jt_size_mul(max_local, sizeof(uint64_t)),
-                              jt_size_mul(jt_size_add(batch_size, jt_size_mul(2, max_local)), record));
+                              jt_size_mul(jt_size_add(send, jt_size_mul(2, max_local)), record));
     return jt_size_add(jt_size_mul(split->n, sizeof(uint64_t)), jt_size_mul(2, slot));
 }
 
@@ -32,7 +33,9 @@ void jt_batcher_init(jt_batcher *bt, const jt_split *split, size_t batch_size, u
     bt->rank = jt_comm_rank();
     bt->world = jt_comm_size();
     bt->steps_per_epoch = (split->n + batch_size - 1) / batch_size;
-    bt->max_local = (batch_size + (size_t)bt->world - 1) / (size_t)bt->world;
+    /* no batch holds more than the split's rows: a batch_size beyond them allocates nothing */
+    size_t most = batch_size < split->n ? batch_size : split->n;
+    bt->max_local = (most + (size_t)bt->world - 1) / (size_t)bt->world;
     for (size_t a = 0; a < split->n_arrays; a++)
         bt->record_bytes += jt_array_row_bytes(&split->arrays[a]);
     bt->perm = jt_xcalloc(split->n, sizeof *bt->perm);
@@ -44,7 +47,7 @@ void jt_batcher_init(jt_batcher *bt, const jt_split *split, size_t batch_size, u
     for (int s = 0; s < 2; s++) {
         bt->slot[s].rows = jt_xcalloc(bt->max_local, sizeof(uint64_t));
         /* this rank owns at most min(B, shard) rows of one batch */
-        bt->slot[s].send = jt_xcalloc(batch_size, bt->record_bytes);
+        bt->slot[s].send = jt_xcalloc(most, bt->record_bytes);
         bt->slot[s].recv = jt_xcalloc(bt->max_local, bt->record_bytes);
         for (size_t a = 0; a < split->n_arrays; a++)
             bt->slot[s].array[a] =

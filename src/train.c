@@ -474,7 +474,14 @@ static jt_status setup(run *r, const jt_train_args *a) {
     if (st != JT_OK) return st;
     if ((st = jt_comm_agree_report(check_same_layout(&r->train, &r->eval, err, sizeof err), err)) != JT_OK)
         return st;
-    size_t max_n = ((size_t)c->train.batch_size + (size_t)r->world - 1) / (size_t)r->world;
+    if ((size_t)c->train.batch_size > r->train.n && r->rank == 0)
+        jt_errorf("warning: train.batch_size %ld is larger than the %zu rows of %s /%s: every "
+                  "batch is the whole split", c->train.batch_size, r->train.n, c->data.file,
+                  c->data.train);
+    /* rows per rank of the largest batch: no batch holds more than the split's rows */
+    size_t most = (size_t)c->train.batch_size < r->train.n ? (size_t)c->train.batch_size
+                                                           : r->train.n;
+    size_t max_n = (most + (size_t)r->world - 1) / (size_t)r->world;
     st = jt_comm_agree_report(jt_model_build(&r->model, c, &r->train, max_n, err, sizeof err), err);
     if (st != JT_OK) return st;
     /* All ranks initialised from the same seed: prove the replicas are identical. */

@@ -33,7 +33,7 @@ typedef struct {
     uint64_t seed;
     int rank, world;
     size_t steps_per_epoch;     /* ceil(n / B): the last batch of an epoch may be smaller */
-    size_t max_local;           /* ceil(B / world) */
+    size_t max_local;           /* ceil(min(B, rows of the split) / world) */
     size_t record_bytes;
     uint64_t *perm;             /* permutation of perm_epoch */
     uint64_t perm_epoch;
