@@ -84,6 +84,15 @@ static void test_fault(int rank, const char *when, float *w, double watchdog_s) 
     }
 }
 
+static void status_set(const char *state, uint64_t step, const char *word, int in_handler);
+
+/* "failed S CODE": the run ends with the error st (rank 0). */
+static void status_failed(uint64_t step, jt_status st) {
+    char code[16];
+    snprintf(code, sizeof code, "%d", (int)st);
+    status_set("failed", step, code, 0);
+}
+
 static const char *signal_name(int sig) {
     return sig == SIGUSR1 ? "SIGUSR1" : sig == SIGTERM ? "SIGTERM" : sig == SIGINT ? "SIGINT"
                                                                               : "SIGNAL";
@@ -637,8 +646,7 @@ jt_status jt_train_run(const jt_train_args *a) {
         jt_watch_step(r.step);
     }
     if (st != JT_OK) {
-        if (r.rank == 0) status_set("failed", r.step, st == JT_EUSAGE ? "2" : st == JT_EDATA ? "3"
-                                    : st == JT_ECKPT ? "4" : "6", 0);
+        if (r.rank == 0) status_failed(r.step, st);
         run_free(&r);
         return st;
     }
@@ -803,10 +811,8 @@ jt_status jt_train_run(const jt_train_args *a) {
         jt_trace_event(r.trace, JT_TRACE_COMPUTE, "eval", t, jt_now(), r.step, NULL, 0);
     }
     if (r.rank == 0) {
-        char code[8];
-        snprintf(code, sizeof code, "%d", (int)st);
         if (st == JT_OK) status_set("finished", r.step, NULL, 0);
-        else if (st != JT_ESIGNAL) status_set("failed", r.step, code, 0);
+        else if (st != JT_ESIGNAL) status_failed(r.step, st);
     }
     free(interval);
     free(local);

@@ -87,3 +87,9 @@ grep -q "resumed from fb/ckpt-00000010.h5 at step 10" h.log || { cat h.log; fail
 grep -q "removed 1 stale temporary file" h.log || { cat h.log; fail "stale temp file not removed"; }
 [ ! -e fb/.ckpt-00000030.h5.tmp."$(hostname)".4194304999 ] || fail "the stale temp file is still there"
 pass "no Inf checkpoint is published (exit 5); --resume auto skips a damaged newest checkpoint"
+
+# A set-up error is recorded with its own exit code (a missing data set: 3).
+expect_exit 3 "nothere.h5" -- "$JTRAIN" train "$cfg" --set checkpoint.dir=setupfail \
+  --set data.file=nothere.h5
+grep -qx "failed 0 3" setupfail/status || fail "status after a set-up error: $(cat setupfail/status)"
+pass "a set-up error leaves status 'failed 0 3'"
