@@ -65,6 +65,36 @@ typedef struct {
     int line;                  /* line of the head's name; 0 when it came from --set */
 } jt_head_cfg;
 
+/* train.balance.method (README "Multi-task training"): how the heads' loss weights are set. */
+typedef enum {
+    JT_BALANCE_FIXED = 0,   /* the heads' config weights, unchanged (default) */
+    JT_BALANCE_UNCERTAINTY, /* Kendall, Gal & Cipolla 2018: learned log-variance s_i per head */
+    JT_BALANCE_DWA,         /* Liu, Johns & Davison 2019: dynamic weight average */
+    JT_BALANCE_GRADNORM,    /* Chen et al. 2018: weights trained to balance gradient norms */
+} jt_balance_method;
+
+/* train.schedule.name: the learning rate over optimizer steps (schedule.h). */
+typedef enum { JT_SCHED_CONSTANT = 0, JT_SCHED_COSINE, JT_SCHED_STEP, JT_SCHED_LINEAR } jt_sched_name;
+
+typedef struct {
+    jt_sched_name name;   /* default constant */
+    long warmup_steps;    /* >= 0; default 0 */
+    double min_lr;        /* >= 0 and < train.optimizer.lr; default 0 (cosine, linear) */
+    long step_size;       /* > 0; required for step, not allowed for the others */
+    double gamma;         /* in (0, 1]; default 0.1 (step) */
+} jt_schedule_cfg;
+
+/* What checkpoint.best and train.early_stop watch: one number of the evaluation of data.eval.
+ * "HEAD.accuracy", "HEAD.loss" (HEAD a head's name) or "loss" (the sum over heads of the
+ * config weight times the head's mean loss). */
+typedef enum { JT_METRIC_NONE = 0, JT_METRIC_ACCURACY, JT_METRIC_LOSS } jt_metric_kind;
+typedef struct {
+    jt_metric_kind kind; /* JT_METRIC_NONE: not set (the feature is off) */
+    int head;            /* index into heads, or -1 for "loss" (the weighted total) */
+    int maximize;        /* mode: max (1) or min (0); default max for accuracy, min for loss */
+    char text[2 * JT_NAME_MAX]; /* as written, e.g. "speaker.accuracy" */
+} jt_metric_cfg;
+
 typedef struct {
     char source[JT_PATH_MAX];  /* the config file (or "<string>") */
     struct {
@@ -93,12 +123,30 @@ typedef struct {
                               else OpenBLAS' own */
         double watchdog_s; /* >= 0 seconds; default 600; 0 = off: how long a rank may wait in a
                               collective for a peer that stopped or is stuck (watchdog.h) */
+        long accumulate;   /* micro-batches of batch_size per optimizer step, in [1, 2^20];
+                              default 1. An optimizer step never spans two epochs (the last
+                              one of an epoch may have fewer micro-batches), so it uses the same
+                              rows as one batch of accumulate x batch_size */
+        jt_schedule_cfg schedule; /* train.schedule */
+        struct {
+            jt_balance_method method; /* default fixed */
+            double temperature;       /* dwa: T > 0, default 2 */
+            long window;              /* dwa: steps per loss window, >= 0; 0 (default) = epoch */
+            double alpha;             /* gradnorm: asymmetry >= 0, default 1.5 */
+        } balance;
+        int pcgrad;        /* train.pcgrad: false (default) / true */
+        struct {
+            jt_metric_cfg metric; /* kind NONE: no early stopping */
+            long patience;        /* >= 1, required with metric: evaluations without improvement */
+        } early_stop;
     } train;
     struct {
         char dir[JT_PATH_MAX]; /* default "runs/<config file name without its extension>"
                                   ("runs/run" when the source is not a file name) */
         long every_steps;      /* >= 0; default 0 = only at the end (and on signals) */
         long keep;             /* >= 1; default 3 */
+        jt_metric_cfg best;    /* checkpoint.best: kind NONE = off; else the best evaluated
+                                  checkpoint is kept (a `best` pointer, never pruned) */
     } checkpoint;
     struct {
         long every_steps;          /* > 0; default 50 */

@@ -12,7 +12,7 @@ typedef struct {
     uint64_t s[4];
 } jt_rng;
 
-enum { JT_RNG_INIT = 1, JT_RNG_SHUFFLE = 2, JT_RNG_DROPOUT = 3, JT_RNG_SYNTH = 4, JT_RNG_TEST = 5 };
+enum { JT_RNG_INIT = 1, JT_RNG_SHUFFLE = 2, JT_RNG_DROPOUT = 3, JT_RNG_SYNTH = 4, JT_RNG_TEST = 5, JT_RNG_PCGRAD = 6 };
 
 /* Seeds r from (seed, purpose, a, b, c) through splitmix64; distinct tuples give unrelated streams. */
 void jt_rng_seed(jt_rng *r, uint64_t seed, uint64_t purpose, uint64_t a, uint64_t b, uint64_t c);
