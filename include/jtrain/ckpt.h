@@ -47,7 +47,15 @@ typedef struct {
     uint64_t seed;        /* the run's seed: all RNG streams derive from it and the position */
     int64_t world;        /* ranks of the run that wrote it (information; any N may resume) */
     char *config_text;    /* the resolved config (owned) */
+    /* The trainer's own state beyond the optimizer (train.c: loss-balancing windows, the best
+     * metric, early-stopping counts), n_run float64 values saved as /state/run and covered by
+     * the root checksum; n_run 0 = none (files written before it have none and load with
+     * n_run 0). Owned (malloc) when loaded; on save, the caller's array. At most
+     * JT_CKPT_MAX_RUN values. */
+    double *run;
+    size_t n_run;
 } jt_ckpt_state;
+#define JT_CKPT_MAX_RUN 65536
 
 /* Writes checkpoint st->step of p (w, m, v) and st into dir (created with parents if missing),
  * updates latest and prunes to keep files: the new one and the keep-1 others with the highest
@@ -93,6 +101,14 @@ jt_status jt_ckpt_resolve(const char *path, char *out, size_t outlen, char *err,
  * rank calls it on the same shared folder (verbose on rank 0 only). */
 jt_status jt_ckpt_find_resumable(const char *dir, jt_params *p, jt_ckpt_state *st, int verbose,
                                  char *path_out, size_t path_len, char *err, size_t errlen);
+/* Points dir/best at the checkpoint file name (a ckpt-<step>.h5 in dir, e.g. the one just
+ * saved), replacing it atomically as latest is (temp file, fsync, rename). The checkpoint best
+ * names is never removed by pruning (keep counts the others: the newest keep files, plus best).
+ * jt_ckpt_resolve accepts a best file as it does latest; --overwrite (jt_ckpt_remove_all)
+ * removes it; temp files of dead writers of it are cleaned like latest's. JT_ECKPT naming the
+ * path and strerror on failure. Rank 0 only. */
+jt_status jt_ckpt_write_best(const char *dir, const char *name, char *err, size_t errlen);
+
 /* Removes the temp files of dead writers in dir (.ckpt-<step>.h5.tmp.* and .latest.tmp.*):
  * those whose writer ran on this host and whose pid no longer exists, and any not modified
  * for an hour (a live writer's file changes at least every 64 MiB). Returns how many it
@@ -126,7 +142,7 @@ jt_status jt_ckpt_read_state(const char *path, jt_ckpt_state *st, char *err, siz
  * st->config_text is allocated. */
 jt_status jt_ckpt_load(const char *path, jt_params *p, jt_ckpt_state *st, char *err,
                        size_t errlen);
-/* Frees st->config_text and sets it to NULL. NULL-safe. */
+/* Frees st->config_text and st->run and sets them to NULL (n_run 0). NULL-safe. */
 void jt_ckpt_state_free(jt_ckpt_state *st);
 
 #endif
