@@ -191,6 +191,18 @@ static jt_status setup_chain(jt_model *m, jt_chain *c, const jt_config *cfg,
     return JT_OK;
 }
 
+/* heads_fed (model.h): a head feeds itself; a block feeds what its consumers feed (chains
+ * whose input it is, and layers that attend over it). Consumers come later in chain order. */
+static void heads_fed(jt_model *m) {
+    for (size_t k = m->n_chains; k-- > 0;) {
+        jt_chain *c = &m->chains[k];
+        if (c->is_head) c->heads_fed |= (uint32_t)1 << (k - m->n_blocks);
+        if (c->src_block >= 0) m->chains[c->src_block].heads_fed |= c->heads_fed;
+        for (size_t i = 0; i < c->n_layers; i++)
+            if (c->ctx_block[i] >= 0) m->chains[c->ctx_block[i]].heads_fed |= c->heads_fed;
+    }
+}
+
 /* Each chain's parameters were registered together, so its views are one contiguous range. */
 static void chain_ranges(jt_model *m) {
     const jt_params *p = &m->params;
@@ -402,9 +414,27 @@ jt_status jt_model_build(jt_model *m, const jt_config *cfg, const jt_split *spli
         m->n_layers_total += c->n_layers;
     }
     for (size_t k = 0; k < m->n_chains; k++) fuse_chain(&m->chains[k]);
+    heads_fed(m);
+    m->balance_view = -1;
+    if (cfg->train.balance.method == JT_BALANCE_UNCERTAINTY ||
+        cfg->train.balance.method == JT_BALANCE_GRADNORM) {
+        size_t shape[1] = {m->n_heads};
+        m->balance_view = (long)jt_params_add(&m->params,
+                                              cfg->train.balance.method == JT_BALANCE_UNCERTAINTY
+                                                  ? "balance.log_var" : "balance.weight",
+                                              1, shape);
+    }
     if ((st = check_memory(m, cfg, split, max_n, err, errlen)) != JT_OK) goto cleanup;
     jt_params_alloc(&m->params);
     chain_ranges(m);
+    m->balance_off = m->params.total;
+    if (m->balance_view >= 0) { /* log-variances start at 0, gradnorm weights at the config's */
+        const jt_view *bv = &m->params.views[m->balance_view];
+        m->balance_off = bv->offset;
+        for (size_t h = 0; h < m->n_heads; h++)
+            m->params.w[bv->offset + h] = cfg->train.balance.method == JT_BALANCE_GRADNORM
+                                              ? (float)m->chains[m->n_blocks + h].weight : 0.0f;
+    }
     size_t li = 0, acts = 0, ws = 0;
     for (size_t k = 0; k < m->n_chains; k++) {
         jt_chain *c = &m->chains[k];
@@ -503,6 +533,12 @@ void jt_model_loss(jt_model *m, const void *const *arrays, size_t n, const uint6
 
 void jt_model_backward(jt_model *m, const void *const *arrays, const uint64_t *rows, size_t n,
                        uint64_t step, jt_chain_done_fn done, void *arg) {
+    jt_model_backward_heads(m, arrays, rows, n, step, UINT32_MAX, done, arg);
+}
+
+void jt_model_backward_heads(jt_model *m, const void *const *arrays, const uint64_t *rows,
+                             size_t n, uint64_t step, uint32_t head_mask, jt_chain_done_fn done,
+                             void *arg) {
     /* Blocks receive the sum of their consumers' gradients: start from zero. */
     for (size_t k = 0; k < m->n_blocks; k++) {
         jt_chain *c = &m->chains[k];
@@ -512,6 +548,10 @@ void jt_model_backward(jt_model *m, const void *const *arrays, const uint64_t *r
     size_t li = m->n_layers_total;
     for (size_t k = m->n_chains; k-- > 0;) {
         jt_chain *c = &m->chains[k];
+        if (!(c->heads_fed & head_mask)) {
+            li -= c->n_layers;
+            continue;
+        }
         const float *src = chain_src(m, c, arrays);
         for (size_t i = c->n_layers; i-- > 0;) {
             li--;

@@ -49,6 +49,10 @@ typedef struct {
      * (floats; g_begin == g_end when it has none): its gradient slice is final once the chain's
      * backward is done, since consumers run backward before their sources. */
     size_t g_begin, g_end;
+    /* Bit h set: head h is downstream of this chain (through inputs or attention context), so
+     * its loss reaches the chain's parameters. A block with two or more bits "feeds several
+     * heads" (multi-task telemetry, PCGrad, GradNorm). Heads have only their own bit. */
+    uint32_t heads_fed;
 } jt_chain;
 
 /* Called by jt_model_backward when chain k's gradient slice is final (k runs from the last
@@ -62,6 +66,13 @@ typedef struct {
     size_t max_n;
     size_t n_layers_total;
     uint64_t seed;
+    /* Loss balancing's trained values (train.balance uncertainty: log-variances s_i, gradnorm:
+     * the weights w_i), one per head, registered as the view "balance.log_var" or
+     * "balance.weight" after every chain's parameters (so they live in w, g, m, v and every
+     * checkpoint), or -1. balance_off is its offset in the buffers (= params.total when none):
+     * the model's own parameters are [0, balance_off). */
+    long balance_view;
+    size_t balance_off;
 } jt_model;
 
 /* Opens split `split` of the data set at path with the arrays cfg's model needs (block inputs
@@ -103,6 +114,16 @@ void jt_model_loss(jt_model *m, const void *const *arrays, size_t n, const uint6
  * with arg as each chain's gradient slice becomes final. */
 void jt_model_backward(jt_model *m, const void *const *arrays, const uint64_t *rows, size_t n,
                        uint64_t step, jt_chain_done_fn done, void *arg);
+
+/* jt_model_backward restricted to the chains whose heads_fed has a bit of head_mask: the
+ * gradient of the loss of those heads only (the other heads' loss gradients are ignored and
+ * their chains skipped; blocks feeding none of them are skipped too). Head h alone
+ * (mask 1 << h) gives head h's gradient; the passes of all heads add up to jt_model_backward's
+ * result (up to rounding: a block then sums its consumers' parameter gradients instead of
+ * their output gradients). Calls done for every chain it runs. */
+void jt_model_backward_heads(jt_model *m, const void *const *arrays, const uint64_t *rows,
+                             size_t n, uint64_t step, uint32_t head_mask, jt_chain_done_fn done,
+                             void *arg);
 
 /* FNV-1a 64 of the parameter buffer's bytes (ranks compare it to prove identical replicas). */
 uint64_t jt_model_checksum(const jt_model *m);

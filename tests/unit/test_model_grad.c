@@ -219,12 +219,98 @@ static void test_halves_sum_to_whole(void **state) {
     jt_config_free(&c);
 }
 
+/* A shared block of every kind that keeps state between forward and backward (fused conv2d
+ * with relu and max-pool, GRU, LSTM, self-attention, layernorm, dropout, pooling). */
+static const char *SHARED_KINDS =
+    "data: {file: fake.h5}\n"
+    "model:\n"
+    "  blocks:\n"
+    "    img: {input: image, layers: [{conv2d: {filters: 3, kernel: 3, padding: same}}, relu,"
+    " {maxpool2d: {size: 2}}, flatten, {dense: {units: 6}}, {dropout: {rate: 0.3}}, sigmoid]}\n"
+    "    seq: {input: audio, layers: [{conv1d: {filters: 4, kernel: 2}}, {gru: {units: 5,"
+    " return_sequences: true}}, layernorm, {self_attention: {heads: 1, units: 4}},"
+    " {lstm: {units: 3, return_sequences: true}}, {cross_attention: {heads: 1, units: 4,"
+    " context: img2}}, meanpool_time]}\n"
+    "    img2: {input: image, layers: [{conv2d: {filters: 2, kernel: 3, padding: same}}, tanh,"
+    " {maxpool2d: {size: 2}}]}\n"
+    "  heads:\n"
+    "    item: {input: seq, target: label, weight: 0.7}\n"
+    "    spk: {input: seq, target: speaker, weight: 0.3, layers: [{dense: {units: 5}}, tanh]}\n"
+    "    cap: {input: img2, target: caption, weight: 0.5, layers: [{attn_decoder: {units: 6}}]}\n"
+    "    lab2: {input: img, target: label, weight: 0.2}\n"
+    "train: {steps: 1, batch_size: 6}\n";
+
+/* heads_fed, and jt_model_backward_heads: one pass per head adds up to the full backward (up
+ * to rounding), so layers keep what backward needs across repeated passes; a head's pass
+ * leaves every parameter it does not reach at zero. */
+static void check_heads_sum(const char *yaml, const uint32_t *want_fed) {
+    jt_model m;
+    jt_config c;
+    fake_split f;
+    build(&m, &c, yaml, &f);
+    for (size_t k = 0; k < m.n_chains; k++) assert_int_equal(m.chains[k].heads_fed, want_fed[k]);
+    jt_params *p = &m.params;
+    float *whole = malloc(p->total * sizeof(float)), *sum = calloc(p->total, sizeof(float));
+    memset(p->g, 0, p->total * sizeof(float));
+    loss_of(&m, &f, 0, N, 1);
+    memcpy(whole, p->g, p->total * sizeof(float));
+    const void *ptr[8];
+    arrays_of(&f, 0, ptr);
+    uint64_t rows[N];
+    for (size_t i = 0; i < N; i++) rows[i] = i;
+    for (size_t h = 0; h < m.n_heads; h++) {
+        memset(p->g, 0, p->total * sizeof(float));
+        jt_model_backward_heads(&m, ptr, rows, N, 1, (uint32_t)1 << h, NULL, NULL);
+        for (size_t k = 0; k < m.n_chains; k++) {
+            const jt_chain *ch = &m.chains[k];
+            if (ch->heads_fed >> h & 1) continue;
+            for (size_t j = ch->g_begin; j < ch->g_end; j++) assert_true(p->g[j] == 0.0f);
+        }
+        for (size_t j = 0; j < p->total; j++) sum[j] += p->g[j];
+    }
+    double worst = 0, scale = 0;
+    for (size_t j = 0; j < p->total; j++) {
+        worst = fmax(worst, fabs(whole[j] - sum[j]));
+        scale = fmax(scale, fabs(whole[j]));
+    }
+    print_message("    per-head passes vs whole: max |diff| %.2e (max |g| %.2e)\n", worst, scale);
+    assert_true(scale > 0);
+    assert_true(worst <= 1e-5 * scale);
+    free(whole);
+    free(sum);
+    jt_model_free(&m);
+    jt_config_free(&c);
+}
+
+static void test_heads_sum_shared(void **state) {
+    (void)state;
+    const uint32_t fed[] = {3, 1, 2};
+    check_heads_sum(SHARED, fed);
+}
+
+static void test_heads_sum_kinds(void **state) {
+    (void)state;
+    /* chains: img, img2, seq (seq attends over img2) | item, spk, cap, lab2 */
+    const uint32_t fed[] = {8, 7, 3, 1, 2, 4, 8};
+    check_heads_sum(SHARED_KINDS, fed);
+}
+
+static void test_heads_sum_attention(void **state) {
+    (void)state;
+    /* chains: enc (feeds item, cap, and spk through aud's context), aud | item, cap, spk */
+    const uint32_t fed[] = {7, 4, 1, 2, 4};
+    check_heads_sum(ATTENTION, fed);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_shared_trunk),
         cmocka_unit_test(test_separate),
         cmocka_unit_test(test_attention_decoder),
         cmocka_unit_test(test_halves_sum_to_whole),
+        cmocka_unit_test(test_heads_sum_shared),
+        cmocka_unit_test(test_heads_sum_kinds),
+        cmocka_unit_test(test_heads_sum_attention),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
