@@ -100,6 +100,29 @@ void jt_batcher_rows(jt_batcher *bt, uint64_t epoch, uint64_t epoch_step, int r,
     *count = cnt;
 }
 
+void jt_batcher_count_labelled(jt_batcher *bt, uint64_t epoch, uint64_t first, uint64_t count,
+                               uint64_t *out) {
+    JT_CHECK(first + count <= bt->steps_per_epoch, "batches %llu+%llu past the epoch",
+             (unsigned long long)first, (unsigned long long)count);
+    const jt_split *sp = bt->split;
+    memset(out, 0, sp->n_arrays * sizeof *out);
+    if (count == 0) return;
+    ensure_perm(bt, epoch);
+    size_t lo = (size_t)first * bt->batch_size;
+    size_t hi = (size_t)(first + count) * bt->batch_size;
+    if (hi > sp->n) hi = sp->n;
+    for (size_t i = lo; i < hi; i++) {
+        uint64_t row = bt->perm[i];
+        if (row < sp->begin || row >= sp->end) continue;
+        for (size_t a = 0; a < sp->n_arrays; a++) {
+            const jt_array *arr = &sp->arrays[a];
+            if (arr->role != JT_ARRAY_LABEL) continue;
+            const int32_t *lab = (const int32_t *)arr->data + (row - sp->begin) * arr->row_elems;
+            for (size_t k = 0; k < arr->row_elems; k++) out[a] += lab[k] >= 0;
+        }
+    }
+}
+
 static int owner_of(const jt_batcher *bt, uint64_t row) {
     int lo = 0, hi = bt->world - 1; /* largest r with owner_begin[r] <= row */
     while (lo < hi) {

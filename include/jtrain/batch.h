@@ -67,6 +67,13 @@ const jt_batch *jt_batcher_next(jt_batcher *bt);
  * out (room for max_local). Pure function of the position, used by tests too. */
 void jt_batcher_rows(jt_batcher *bt, uint64_t epoch, uint64_t epoch_step, int r, uint64_t *out,
                      size_t *count);
+/* Labelled units (rows of a class label, tokens of a sequence label, as jt_batch.labelled
+ * counts them) of every label array over batches first .. first+count-1 of epoch, among the
+ * rows THIS rank's shard holds: out[a] for split array a (0 for inputs). Summed over ranks
+ * (jt_comm_sum_u64) it is the global count of those batches, known before any of them is
+ * trained: gradient accumulation normalises by it. Local; first + count <= steps_per_epoch. */
+void jt_batcher_count_labelled(jt_batcher *bt, uint64_t epoch, uint64_t first, uint64_t count,
+                               uint64_t *out);
 /* NULL-safe; waits for anything in flight. */
 void jt_batcher_free(jt_batcher *bt);
 

@@ -90,6 +90,22 @@ int main(int argc, char **argv) {
         jt_comm_sum_u64(&labelled, 1);
         CHECK(labelled == b->labelled[1], "global labelled count %" PRIu64 " != %" PRIu64,
               b->labelled[1], labelled);
+        /* the owners' count ahead of time (gradient accumulation) agrees, for this batch and
+         * for this batch plus the next one of the epoch */
+        uint64_t ahead[2];
+        jt_batcher_count_labelled(&bt, epoch, step, 1, ahead);
+        jt_comm_sum_u64(ahead, 2);
+        CHECK(ahead[0] == 0 && ahead[1] == labelled, "count ahead %" PRIu64 " != %" PRIu64,
+              ahead[1], labelled);
+        if (step + 2 <= bt.steps_per_epoch) {
+            uint64_t one[2], two[2];
+            jt_batcher_count_labelled(&bt, epoch, step + 1, 1, one);
+            jt_batcher_count_labelled(&bt, epoch, step, 2, two);
+            jt_comm_sum_u64(one, 2);
+            jt_comm_sum_u64(two, 2);
+            CHECK(two[1] == labelled + one[1], "count of two batches %" PRIu64 " != %" PRIu64,
+                  two[1], labelled + one[1]);
+        }
         if (epoch == 1 && step == 0)
             for (size_t i = 0; i < b->n; i++) first_batch_e1 += b->rows[i];
         uint64_t e = epoch, st = step;
