@@ -32,9 +32,11 @@
 #include "jtrain/comm.h"
 #include "jtrain/config.h"
 #include "jtrain/optim.h"
+#include "jtrain/schedule.h"
 #include "jtrain/trace.h"
 #include "jtrain/train.h"
 #include "jtrain/watchdog.h"
+#include "train_mt.h"
 
 /* Smallest bucket of the overlapped gradient sum (JTRAIN_BUCKET_KB; shared-memory mode), and
  * the largest (MPI counts are int). */
@@ -192,6 +194,10 @@ typedef struct {
     FILE *metrics;
     int rank, world;
     uint64_t step, epoch, epoch_step, adam_t, total_steps;
+    uint64_t steps_per_epoch; /* optimizer steps: batches per epoch / train.accumulate, rounded up */
+    jt_mt mt;                 /* balancing, per-head gradients, best and early stopping */
+    double lr;                /* of the last optimizer step (train.schedule) */
+    char last_ckpt[JT_PATH_MAX]; /* rank 0: the newest checkpoint written */
     /* the gradient sum (plan_buckets) */
     jt_comm_reducer *red;
     size_t n_buckets;
@@ -217,6 +223,7 @@ static void run_free(run *r) {
     free(r->bucket_floats);
     free(r->bwd_name);
     jt_batcher_free(&r->batcher);
+    jt_mt_free(&r->mt);
     jt_model_free(&r->model);
     jt_data_close(&r->train);
     jt_data_close(&r->eval);
@@ -226,16 +233,35 @@ static void run_free(run *r) {
     jt_watchdog_stop(); /* collective, as every path here is */
 }
 
-/* Saves a checkpoint on rank 0; all ranks wait for its verdict. */
-static jt_status save_checkpoint(run *r) {
+/* Points checkpoint.dir/best at path (rank 0), with a line naming the metric. */
+static jt_status mark_best(run *r, const char *path, char *err, size_t errlen) {
+    const char *slash = strrchr(path, '/');
+    jt_status st = jt_ckpt_write_best(r->cfg.checkpoint.dir, slash ? slash + 1 : path, err, errlen);
+    if (st == JT_OK)
+        printf("best so far: %s %.6g at step %llu -> %s/best\n", r->cfg.checkpoint.best.text,
+               r->mt.best.value, (unsigned long long)r->mt.best.step, r->cfg.checkpoint.dir);
+    return st;
+}
+
+/* Saves a checkpoint on rank 0 (best: also point `best` at it); all ranks wait for its
+ * verdict. */
+static jt_status save_checkpoint(run *r, int best) {
     char err[2048] = "", path[JT_PATH_MAX] = "";
     jt_status st = JT_OK;
     if (r->rank == 0) {
+        size_t n_run = jt_mt_state_size(&r->mt);
+        double *state = jt_xcalloc(n_run, sizeof(double));
+        jt_mt_state_save(&r->mt, state);
         jt_ckpt_state cs = {r->step, r->epoch, r->epoch_step, r->adam_t, r->cfg.train.seed,
-                            r->world, r->cfg_text};
+                            r->world, r->cfg_text, state, n_run};
         st = jt_ckpt_save(r->cfg.checkpoint.dir, &r->model.params, &cs, r->cfg.checkpoint.keep,
                           path, sizeof path, err, sizeof err);
-        if (st == JT_OK) printf("checkpoint %s\n", path);
+        free(state);
+        if (st == JT_OK) {
+            printf("checkpoint %s\n", path);
+            snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
+            if (best) st = mark_best(r, path, err, sizeof err);
+        }
         fflush(stdout);
     }
     return jt_comm_agree_report(st, err);
@@ -307,6 +333,12 @@ static jt_status restore(run *r, const char *resume) {
     }
     st = jt_comm_agree_report(check_position(r, path, &cs, err, sizeof err), err);
     if (st == JT_OK) {
+        char why[256] = "";
+        if (jt_mt_state_load(&r->mt, cs.run, cs.n_run, why, sizeof why) != JT_OK)
+            snprintf(err, sizeof err, "checkpoint %s: %s", path, why);
+        st = jt_comm_agree_report(why[0] ? JT_ECKPT : JT_OK, err);
+    }
+    if (st == JT_OK) {
         r->step = cs.step;
         r->epoch = cs.epoch;
         r->epoch_step = cs.epoch_step;
@@ -322,14 +354,15 @@ done:
     return st;
 }
 
-static void print_eval(run *r, const char *split) {
-    jt_head_eval ev[JT_MODEL_MAX_ARRAYS];
+/* Evaluates data.eval into ev (global sums, the same on every rank) and prints it on rank 0.
+ * Returns 0 when a signal cut it short (then ev is partial). */
+static int print_eval(run *r, const char *split, jt_head_eval *ev) {
     if (!jt_evaluate(&r->model, &r->eval, ev, &g_stop_signal)) {
         if (r->rank == 0) printf("eval %s step %llu: cut short by a signal\n", split,
                                  (unsigned long long)r->step);
-        return;
+        return 0;
     }
-    if (r->rank != 0) return;
+    if (r->rank != 0) return 1;
     printf("eval %s step %llu:", split, (unsigned long long)r->step);
     if (r->metrics)
         fprintf(r->metrics, "{\"type\": \"eval\", \"split\": \"%s\", \"step\": %llu, \"heads\": {",
@@ -341,6 +374,7 @@ static void print_eval(run *r, const char *split) {
         fprintf(r->metrics, "}}\n");
         fflush(r->metrics);
     }
+    return 1;
 }
 
 /* Rank 0: one progress line (and JSONL record) from the global sums of the last interval. */
@@ -348,10 +382,13 @@ static void log_train(run *r, const double *interval, double sps) {
     const jt_model *m = &r->model;
     jt_head_eval ev[JT_MODEL_MAX_ARRAYS];
     jt_head_eval_unpack(interval, m->n_heads, ev);
-    double total = 0;
-    for (size_t h = 0; h < m->n_heads; h++)
-        if (ev[h].labelled > 0)
-            total += m->chains[m->n_blocks + h].weight * ev[h].loss_sum / ev[h].labelled;
+    double L[JT_MODEL_MAX_ARRAYS];
+    int has[JT_MODEL_MAX_ARRAYS];
+    for (size_t h = 0; h < m->n_heads; h++) {
+        has[h] = ev[h].labelled > 0;
+        L[h] = has[h] ? ev[h].loss_sum / ev[h].labelled : 0.0;
+    }
+    double total = jt_mt_total_loss(&r->mt, m, L, has);
     /* 1-based epoch of the batch just trained */
     unsigned long long ep = r->epoch_step ? r->epoch + 1 : r->epoch;
     printf("epoch %llu step %llu/%llu", ep, (unsigned long long)r->step,
@@ -360,10 +397,14 @@ static void log_train(run *r, const double *interval, double sps) {
         fprintf(r->metrics, "{\"type\": \"train\", \"step\": %llu, \"epoch\": %llu, \"heads\": {",
                 (unsigned long long)r->step, ep);
     jt_head_eval_print(m, ev, stdout, r->metrics);
-    printf(" | total %.4f | %.0f samples/s\n", total, sps);
+    printf(" | total %.4f", total);
+    jt_mt_print(&r->mt, m, r->lr, stdout);
+    printf(" | %.0f samples/s\n", sps);
     fflush(stdout);
     if (r->metrics) {
-        fprintf(r->metrics, "}, \"loss\": %.6f, \"samples_per_s\": %.1f}\n", total, sps);
+        fprintf(r->metrics, "}, \"loss\": %.6f, \"samples_per_s\": %.1f", total, sps);
+        jt_mt_json(&r->mt, m, r->lr, r->metrics);
+        fprintf(r->metrics, "}\n");
         fflush(r->metrics);
     }
 }
@@ -493,6 +534,8 @@ static jt_status setup(run *r, const jt_train_args *a) {
     size_t max_n = (most + (size_t)r->world - 1) / (size_t)r->world;
     st = jt_comm_agree_report(jt_model_build(&r->model, c, &r->train, max_n, err, sizeof err), err);
     if (st != JT_OK) return st;
+    st = jt_comm_agree_report(jt_mt_init(&r->mt, c, &r->model, err, sizeof err), err);
+    if (st != JT_OK) return st;
     /* All ranks initialised from the same seed: prove the replicas are identical. */
     test_fault(r->rank, "init", r->model.params.w, c->train.watchdog_s);
     if (!jt_comm_same_u64(jt_model_checksum(&r->model))) {
@@ -500,7 +543,9 @@ static jt_status setup(run *r, const jt_train_args *a) {
         return jt_comm_agree_report(JT_ERANKS, err);
     }
     jt_batcher_init(&r->batcher, &r->train, (size_t)c->train.batch_size, c->train.seed);
-    st = jt_config_total_steps(c, r->batcher.steps_per_epoch, &r->total_steps, err, sizeof err);
+    r->steps_per_epoch = (r->batcher.steps_per_epoch + (uint64_t)c->train.accumulate - 1) /
+                         (uint64_t)c->train.accumulate;
+    st = jt_config_total_steps(c, r->steps_per_epoch, &r->total_steps, err, sizeof err);
     if ((st = jt_comm_agree_report(st, err)) != JT_OK) return st;
     if (a->resume) {
         st = restore(r, a->resume);
@@ -518,10 +563,26 @@ static void print_header(run *r) {
     printf("jtrain %s: %d rank%s, config %s\n--- resolved config\n%s---\n", JT_VERSION, r->world,
            r->world > 1 ? "s" : "", r->cfg.source, r->cfg_text);
     jt_model_print_summary(&r->model, stdout);
-    printf("data %s: %s %zu rows, %s %zu rows; %zu steps per epoch of %ld; %llu steps\n",
-           r->cfg.data.file, r->cfg.data.train, r->train.n, r->cfg.data.eval, r->eval.n,
-           r->batcher.steps_per_epoch, r->cfg.train.batch_size,
-           (unsigned long long)r->total_steps);
+    const jt_config *c = &r->cfg;
+    printf("data %s: %s %zu rows, %s %zu rows; %llu steps per epoch of %ld", c->data.file,
+           c->data.train, r->train.n, c->data.eval, r->eval.n,
+           (unsigned long long)r->steps_per_epoch, c->train.batch_size * c->train.accumulate);
+    if (c->train.accumulate > 1)
+        printf(" (%ld micro-batches of %ld)", c->train.accumulate, c->train.batch_size);
+    printf("; %llu steps\n", (unsigned long long)r->total_steps);
+    static const char *const methods[] = {"fixed", "uncertainty", "dwa", "gradnorm"};
+    printf("multi-task: balance %s, pcgrad %s; lr schedule %s", methods[c->train.balance.method],
+           c->train.pcgrad ? "on" : "off", jt_schedule_name(c->train.schedule.name));
+    if (r->mt.n_shared == 0) printf("; no block feeds several heads");
+    for (size_t s = 0; s < r->mt.n_shared; s++) {
+        const jt_chain *ch = &r->model.chains[r->mt.chain[s]];
+        printf("%s%s (", s ? ", " : "; shared: ", ch->name);
+        for (size_t h = 0, n = 0; h < r->model.n_heads; h++)
+            if (ch->heads_fed >> h & 1)
+                printf("%s%s", n++ ? " " : "", r->model.chains[r->model.n_blocks + h].name);
+        printf(")");
+    }
+    printf("\n");
     fflush(stdout);
 }
 
@@ -653,6 +714,7 @@ jt_status jt_train_run(const jt_train_args *a) {
     print_header(&r);
     jt_model *m = &r.model;
     jt_params *p = &m->params;
+    const jt_config *cfg = &r.cfg;
     size_t nh = m->n_heads;
     /* ctrl: each head's JT_HEAD_EVAL_FIELDS local sums, then the stop flag */
     const size_t nf = JT_HEAD_EVAL_FIELDS * nh;
@@ -660,53 +722,83 @@ jt_status jt_train_run(const jt_train_args *a) {
     float *ctrl = p->g + p->total;
     double *interval = jt_xcalloc(nf + 1, sizeof(double)); /* global sums since the last log */
     double *local = jt_xcalloc(nf, sizeof(double));
+    double *step_sums = jt_xcalloc(nf, sizeof(double));
     double t_log = jt_now();
     uint64_t last_saved = UINT64_MAX;
     const void *ptr[JT_MODEL_MAX_ARRAYS];
     uint64_t labelled[JT_MODEL_MAX_ARRAYS];
     jt_xent_stats stats[JT_MODEL_MAX_ARRAYS];
+    const uint64_t accumulate = (uint64_t)cfg->train.accumulate;
+    const size_t boff = m->balance_off; /* the model's parameters: [0, boff) */
+    int early_stopped = 0;
 
     uint64_t first_step = r.step;
     if (r.rank == 0) status_set("running", r.step, NULL, 0);
     g_in_loop = 1; /* from here a signal means: finish the step, checkpoint, exit 75 */
     if (r.step < r.total_steps) jt_batcher_prefetch(&r.batcher, r.epoch, r.epoch_step);
     while (r.step < r.total_steps) {
-        double t = jt_now(), t1;
-        const jt_batch *b = jt_batcher_next(&r.batcher);
-        r.t_mark = jt_now();
-        r.t_data += r.t_mark - t;
-        jt_trace_event(r.trace, JT_TRACE_COMPUTE, "data wait", t, r.t_mark, r.step, NULL, 0);
-        JT_CHECK(b->epoch == r.epoch && b->epoch_step == r.epoch_step, "batch out of order");
-        jt_batcher_advance(&r.batcher, &r.epoch, &r.epoch_step);
-        if (r.step + 1 < r.total_steps) jt_batcher_prefetch(&r.batcher, r.epoch, r.epoch_step);
-
+        double t, t1;
+        int log_step = (r.step + 1) % (uint64_t)cfg->log.every_steps == 0 ||
+                       r.step + 1 == r.total_steps;
+        jt_mt_set_weights(&r.mt, m);
+        int per_head = jt_mt_per_head(&r.mt, log_step);
+        if (per_head) jt_mt_begin(&r.mt);
+        /* An optimizer step: k micro-batches, never across an epoch's end. With k > 1 the
+         * loss is normalised by the labelled rows of all k, counted ahead by their owners. */
+        uint64_t k = r.batcher.steps_per_epoch - r.epoch_step;
+        if (k > accumulate) k = accumulate;
+        if (accumulate > 1) {
+            uint64_t cnt[JT_MODEL_MAX_ARRAYS];
+            jt_batcher_count_labelled(&r.batcher, r.epoch, r.epoch_step, k, cnt);
+            jt_comm_sum_u64(cnt, r.train.n_arrays);
+            for (size_t h = 0; h < nh; h++) labelled[h] = cnt[m->chains[m->n_blocks + h].target_array];
+        }
         char when[24];
         snprintf(when, sizeof when, "%llu", (unsigned long long)r.step);
-        test_fault(r.rank, when, p->w, r.cfg.train.watchdog_s);
+        test_fault(r.rank, when, p->w, cfg->train.watchdog_s);
         memset(p->g, 0, (p->total + JT_PARAMS_CTRL) * sizeof(float));
-        for (size_t h = 0; h < nh; h++)
-            labelled[h] = b->labelled[m->chains[m->n_blocks + h].target_array];
-        if (b->n > 0) {
-            for (size_t i = 0; i < r.train.n_arrays; i++) ptr[i] = b->array[i];
+        memset(local, 0, nf * sizeof(double));
+        for (uint64_t j = 0; j < k; j++) {
+            int last = j + 1 == k;
             t = jt_now();
-            jt_trace_event(r.trace, JT_TRACE_COMPUTE, "prefetch", r.t_mark, t, r.step, NULL, 0);
-            jt_model_forward(m, ptr, b->rows, b->n, 1, r.step);
-            jt_comm_poll(); /* the prefetched exchange moves only inside MPI calls */
-            t1 = jt_now();
-            jt_trace_event(r.trace, JT_TRACE_COMPUTE, "forward", t, t1, r.step, NULL, 0);
-            jt_model_loss(m, ptr, b->n, labelled, 1, stats);
-            memset(local, 0, nf * sizeof(double));
-            jt_head_eval_add(local, stats, nh);
-            for (size_t i = 0; i < nf; i++) ctrl[i] = (float)local[i];
+            const jt_batch *b = jt_batcher_next(&r.batcher);
             r.t_mark = jt_now();
-            jt_trace_event(r.trace, JT_TRACE_COMPUTE, "loss", t1, r.t_mark, r.step, NULL, 0);
-        }
-        /* The control tail is final before backward: it rides in the first bucket. */
-        ctrl[nf] = g_stop_signal ? 1.0f : 0.0f;
-        if (b->n > 0) {
-            jt_model_backward(m, ptr, b->rows, b->n, r.step, on_chain_done, &r);
-        } else { /* no rows here: nothing to compute, the same buckets to sum */
-            for (size_t k = m->n_chains; k-- > 0;) on_chain_done(&r, k);
+            r.t_data += r.t_mark - t;
+            jt_trace_event(r.trace, JT_TRACE_COMPUTE, "data wait", t, r.t_mark, r.step, NULL, 0);
+            JT_CHECK(b->epoch == r.epoch && b->epoch_step == r.epoch_step, "batch out of order");
+            jt_batcher_advance(&r.batcher, &r.epoch, &r.epoch_step);
+            if (!last || r.step + 1 < r.total_steps)
+                jt_batcher_prefetch(&r.batcher, r.epoch, r.epoch_step);
+            if (accumulate == 1)
+                for (size_t h = 0; h < nh; h++)
+                    labelled[h] = b->labelled[m->chains[m->n_blocks + h].target_array];
+            if (b->n > 0) {
+                for (size_t i = 0; i < r.train.n_arrays; i++) ptr[i] = b->array[i];
+                t = jt_now();
+                jt_trace_event(r.trace, JT_TRACE_COMPUTE, "prefetch", r.t_mark, t, r.step, NULL, 0);
+                jt_model_forward(m, ptr, b->rows, b->n, 1, r.step);
+                jt_comm_poll(); /* the prefetched exchange moves only inside MPI calls */
+                t1 = jt_now();
+                jt_trace_event(r.trace, JT_TRACE_COMPUTE, "forward", t, t1, r.step, NULL, 0);
+                jt_model_loss(m, ptr, b->n, labelled, 1, stats);
+                jt_head_eval_add(local, stats, nh);
+                r.t_mark = jt_now();
+                jt_trace_event(r.trace, JT_TRACE_COMPUTE, "loss", t1, r.t_mark, r.step, NULL, 0);
+            }
+            /* The control tail is final before the last backward: it rides in the first
+             * bucket. */
+            if (last) {
+                for (size_t i = 0; i < nf; i++) ctrl[i] = (float)local[i];
+                ctrl[nf] = g_stop_signal ? 1.0f : 0.0f;
+            }
+            if (b->n > 0 && per_head) {
+                jt_mt_backward(&r.mt, m, ptr, b->rows, b->n, r.step);
+            } else if (b->n > 0) { /* the sum starts from the callbacks of the last backward */
+                jt_model_backward(m, ptr, b->rows, b->n, r.step, last ? on_chain_done : NULL, &r);
+            }
+            if (last && (per_head || b->n == 0)) /* the same buckets, after backward */
+                for (size_t c = m->n_chains; c-- > 0;) on_chain_done(&r, c);
+            interval[nf] += (double)b->global_n;
         }
         t = jt_now();
         jt_comm_reducer_wait(r.red);
@@ -722,9 +814,22 @@ jt_status jt_train_run(const jt_train_args *a) {
                                r.step, "floats", r.bucket_floats[i]);
             }
         }
+        /* the step's global per-head sums, the same on every rank */
+        for (size_t i = 0; i < nf; i++) step_sums[i] = ctrl[i];
+        jt_head_eval sev[JT_MODEL_MAX_ARRAYS];
+        jt_head_eval_unpack(step_sums, nh, sev);
+        double L[JT_MODEL_MAX_ARRAYS], lsum[JT_MODEL_MAX_ARRAYS], lab[JT_MODEL_MAX_ARRAYS];
+        int has[JT_MODEL_MAX_ARRAYS];
+        for (size_t h = 0; h < nh; h++) {
+            lsum[h] = sev[h].loss_sum;
+            lab[h] = sev[h].labelled;
+            has[h] = lab[h] > 0;
+            L[h] = has[h] ? lsum[h] / lab[h] : 0.0;
+        }
+        jt_mt_after_sum(&r.mt, m, r.step, per_head, log_step, L, has);
 
-        double norm = jt_clip_grad_norm(p->g, p->total, r.cfg.train.clip_norm);
-        int finite = isfinite(norm);
+        double norm = jt_clip_grad_norm(p->g, boff, cfg->train.clip_norm);
+        int finite = isfinite(norm) && isfinite(jt_grad_norm(p->g + boff, p->total - boff));
         for (size_t h = 0; h < nh; h++) finite &= isfinite(ctrl[JT_HEAD_EVAL_FIELDS * h]);
         if (!finite) { /* the same reduced buffer on every rank: all ranks stop here */
             if (r.rank == 0)
@@ -734,33 +839,56 @@ jt_status jt_train_run(const jt_train_args *a) {
             st = JT_ENUMERIC;
             break;
         }
-        jt_adam_step(p->w, p->g, p->m, p->v, p->total, &r.cfg.train.adam, ++r.adam_t);
+        jt_adam_opts opts = cfg->train.adam;
+        opts.lr = r.lr = jt_schedule_lr(&cfg->train.schedule, cfg->train.adam.lr, r.step,
+                                        r.total_steps);
+        ++r.adam_t;
+        jt_adam_step(p->w, p->g, p->m, p->v, boff, &opts, r.adam_t);
+        if (boff < p->total) { /* the balancing parameters: the same Adam, no weight decay */
+            opts.weight_decay = 0;
+            jt_adam_step(p->w + boff, p->g + boff, p->m + boff, p->v + boff, p->total - boff,
+                         &opts, r.adam_t);
+        }
+        long window = cfg->train.balance.window;
+        int window_end = window > 0 ? (r.step + 1) % (uint64_t)window == 0 : r.epoch_step == 0;
+        jt_mt_after_step(&r.mt, m, lsum, lab, window_end);
         t = jt_now();
         jt_trace_event(r.trace, JT_TRACE_COMPUTE, "optimizer", t1, t, r.step, NULL, 0);
         r.step++;
         jt_watch_step(r.step);
 
         for (size_t i = 0; i < nf; i++) interval[i] += ctrl[i];
-        interval[nf] += (double)b->global_n;
-        if (r.step % (uint64_t)r.cfg.log.every_steps == 0 || r.step == r.total_steps) {
+        if (log_step) {
             double now = jt_now();
             double sps = interval[nf] / (now - t_log > 1e-9 ? now - t_log : 1e-9);
             if (r.rank == 0) log_train(&r, interval, sps);
+            r.mt.have_stats = 0;
+            r.mt.projections = 0;
             memset(interval, 0, (nf + 1) * sizeof(double));
             t_log = jt_now();
         }
-        if (r.cfg.train.eval_every > 0 && r.step % (uint64_t)r.cfg.train.eval_every == 0 &&
+        int best = 0, stop_early = 0;
+        if (cfg->train.eval_every > 0 && r.step % (uint64_t)cfg->train.eval_every == 0 &&
             r.step < r.total_steps) {
+            jt_head_eval ev[JT_MODEL_MAX_ARRAYS];
             t = jt_now();
-            print_eval(&r, r.cfg.data.eval);
+            if (print_eval(&r, cfg->data.eval, ev)) {
+                const jt_metric_cfg *bm = &cfg->checkpoint.best, *em = &cfg->train.early_stop.metric;
+                if (bm->kind != JT_METRIC_NONE)
+                    best = jt_mt_track(&r.mt.best, bm, jt_mt_metric(bm, &r.mt, ev), r.step);
+                if (em->kind != JT_METRIC_NONE) {
+                    jt_mt_track(&r.mt.early, em, jt_mt_metric(em, &r.mt, ev), r.step);
+                    stop_early = r.mt.early.bad >= (uint64_t)cfg->train.early_stop.patience;
+                }
+            }
             jt_trace_event(r.trace, JT_TRACE_COMPUTE, "eval", t, jt_now(), r.step, NULL, 0);
         }
         int stop = ctrl[nf] > 0.0f;
-        if ((r.cfg.checkpoint.every_steps > 0 &&
-             r.step % (uint64_t)r.cfg.checkpoint.every_steps == 0) ||
-            r.step == r.total_steps || stop) {
+        if ((cfg->checkpoint.every_steps > 0 &&
+             r.step % (uint64_t)cfg->checkpoint.every_steps == 0) ||
+            r.step == r.total_steps || stop || best || stop_early) {
             t = jt_now();
-            if ((st = save_checkpoint(&r)) != JT_OK) break;
+            if ((st = save_checkpoint(&r, best)) != JT_OK) break;
             jt_trace_event(r.trace, JT_TRACE_COMPUTE, "checkpoint", t, jt_now(), r.step, NULL, 0);
             last_saved = r.step;
             g_saved_step = r.step;
@@ -774,6 +902,16 @@ jt_status jt_train_run(const jt_train_args *a) {
                        g_stop_signal ? "" : " to another rank");
             }
             st = JT_ESIGNAL;
+            break;
+        }
+        if (stop_early) {
+            if (r.rank == 0)
+                printf("early stop at step %llu of %llu: %s has not improved for %llu "
+                       "evaluations (best %.6g at step %llu)\n", (unsigned long long)r.step,
+                       (unsigned long long)r.total_steps, cfg->train.early_stop.metric.text,
+                       (unsigned long long)r.mt.early.bad, r.mt.early.value,
+                       (unsigned long long)r.mt.early.step);
+            early_stopped = 1;
             break;
         }
     }
@@ -797,7 +935,7 @@ jt_status jt_train_run(const jt_train_args *a) {
     }
     double t = jt_now();
     if (st == JT_OK && last_saved != r.step) {
-        st = save_checkpoint(&r);
+        st = save_checkpoint(&r, 0);
         jt_trace_event(r.trace, JT_TRACE_COMPUTE, "checkpoint", t, jt_now(), r.step, NULL, 0);
         if (st == JT_OK) g_saved_step = r.step;
     }
@@ -806,8 +944,15 @@ jt_status jt_train_run(const jt_train_args *a) {
     if (st == JT_OK && g_stop_signal) stop_now((int)g_stop_signal);
     if (st == JT_OK) test_fault(r.rank, "eval", p->w, r.cfg.train.watchdog_s);
     t = jt_now();
-    if (st == JT_OK) {
-        print_eval(&r, r.cfg.data.eval);
+    if (st == JT_OK && !early_stopped) { /* an early stop has just evaluated this step */
+        jt_head_eval ev[JT_MODEL_MAX_ARRAYS];
+        const jt_metric_cfg *bm = &cfg->checkpoint.best;
+        if (print_eval(&r, cfg->data.eval, ev) && bm->kind != JT_METRIC_NONE &&
+            jt_mt_track(&r.mt.best, bm, jt_mt_metric(bm, &r.mt, ev), r.step)) {
+            char err[2048] = "";
+            st = jt_comm_agree_report(r.rank == 0 ? mark_best(&r, r.last_ckpt, err, sizeof err)
+                                                  : JT_OK, err);
+        }
         jt_trace_event(r.trace, JT_TRACE_COMPUTE, "eval", t, jt_now(), r.step, NULL, 0);
     }
     if (r.rank == 0) {
@@ -816,6 +961,7 @@ jt_status jt_train_run(const jt_train_args *a) {
     }
     free(interval);
     free(local);
+    free(step_sums);
     run_free(&r);
     return st;
 }
