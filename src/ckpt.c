@@ -82,7 +82,18 @@ static uint64_t section_checksum(const jt_params *p, const jt_view **sorted, con
     return h;
 }
 
-/* Root checksum (ckpt.h) over the state numbers and the config text. */
+/* Hashes the values as little-endian float64 bytes, whatever the host's byte order. */
+static uint64_t fnv1a_doubles(uint64_t h, const double *x, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint64_t u;
+        memcpy(&u, &x[i], 8);
+        for (int k = 0; k < 64; k += 8) h = (h ^ ((u >> k) & 0xffu)) * FNV_PRIME;
+    }
+    return h;
+}
+
+/* Root checksum (ckpt.h) over the state numbers, the config text and, when there is one, the
+ * run state (without one it is the checksum of files written before /state/run existed). */
 static uint64_t state_checksum(const jt_ckpt_state *st) {
     char head[512];
     int n = snprintf(head, sizeof head,
@@ -91,7 +102,12 @@ static uint64_t state_checksum(const jt_ckpt_state *st) {
                      st->world, st->step, st->epoch, st->epoch_step, st->adam_t, st->seed);
     uint64_t h = fnv1a(FNV_OFFSET, head, (size_t)n);
     const char *c = st->config_text ? st->config_text : "";
-    return fnv1a(h, c, strlen(c));
+    h = fnv1a(h, c, strlen(c));
+    if (st->n_run > 0) {
+        h = fnv1a(h, "\nrun=", 5);
+        h = fnv1a_doubles(h, st->run, st->n_run);
+    }
+    return h;
 }
 
 /* ---------- finite values ---------- */
@@ -168,7 +184,8 @@ static jt_status build_image(const char *label, const jt_params *p, const jt_ckp
     *size = 0;
 
     /* One allocation increment that holds the data and generous metadata. */
-    size_t increment = 3 * p->total * sizeof(float) + 4096 * (3 * p->n_views + 16);
+    size_t increment = 3 * p->total * sizeof(float) + st->n_run * sizeof(double) +
+                       4096 * (3 * p->n_views + 16);
     fapl = H5Pcreate(H5P_FILE_ACCESS);
     if (fapl >= 0 && H5Pset_fapl_core(fapl, increment, 0) >= 0)
         f = H5Fcreate(label, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
@@ -208,6 +225,22 @@ static jt_status build_image(const char *label, const jt_params *p, const jt_ckp
         fail(err, errlen, "cannot write /state and /adam in %s: %s", label,
              jt_h5_reason(detail, sizeof detail));
         goto cleanup;
+    }
+    if (st->n_run > 0) {
+        hsize_t n = (hsize_t)st->n_run;
+        dspace = H5Screate_simple(1, &n, NULL);
+        d = dspace < 0 ? -1
+                       : H5Dcreate2(state, "run", H5T_IEEE_F64LE, dspace, H5P_DEFAULT,
+                                    H5P_DEFAULT, H5P_DEFAULT);
+        if (d < 0 ||
+            H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, st->run) < 0) {
+            fail(err, errlen, "cannot write /state/run in %s: %s", label,
+                 jt_h5_reason(detail, sizeof detail));
+            goto cleanup;
+        }
+        H5Dclose(d);
+        H5Sclose(dspace);
+        d = dspace = -1;
     }
     for (int s = 0; s < 3; s++) {
         g[s] = H5Gcreate2(f, SECTIONS[s], H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -308,9 +341,18 @@ failed:;
 jt_status jt_ckpt_save(const char *dir, const jt_params *p, const jt_ckpt_state *st, long keep,
                        char *path_out, size_t path_len, char *err, size_t errlen) {
     JT_CHECK(dir && p && st && p->w && p->m && p->v, "jt_ckpt_save: bad arguments");
+    JT_CHECK(st->n_run <= JT_CKPT_MAX_RUN && (st->n_run == 0 || st->run),
+             "jt_ckpt_save: a run state of %zu values (at most %d)", st->n_run, JT_CKPT_MAX_RUN);
     jt_h5_quiet();
     if (path_out && path_len) path_out[0] = '\0';
     unsigned long long step = (unsigned long long)st->step;
+    for (size_t i = 0; i < st->n_run; i++)
+        if (!isfinite(st->run[i])) {
+            fail(err, errlen, "checkpoint at step %llu not written: state/run[%zu] is %s; the "
+                 "previous latest stays", step, i,
+                 isnan(st->run[i]) ? "nan" : st->run[i] > 0 ? "inf" : "-inf");
+            return JT_ENUMERIC;
+        }
     const float *bufs[3] = {p->w, p->m, p->v};
     for (int s = 0; s < 3; s++) {
         size_t view, index;
@@ -433,7 +475,89 @@ static jt_status read_u64(hid_t obj, const char *path, const char *where, const 
                 r < 0 ? why : "is missing");
 }
 
-/* Reads and checks the root attributes, /state and /adam's t into st (config_text owned). */
+/* Reads /state/run, if the file has one, into st->run and st->n_run (absent: NULL, 0): a 1-D
+ * float data set of at most JT_CKPT_MAX_RUN finite values. The root checksum covers it. */
+static jt_status read_run(hid_t f, const char *path, jt_ckpt_state *st, char *err,
+                          size_t errlen) {
+    jt_status status = JT_ECKPT;
+    char detail[512];
+    hid_t g = -1, d = -1;
+    st->run = NULL;
+    st->n_run = 0;
+    htri_t has_state = H5Lexists(f, "state", H5P_DEFAULT);
+    if (has_state <= 0) return JT_OK; /* read_state_from reports the missing /state */
+    g = H5Gopen2(f, "state", H5P_DEFAULT);
+    if (g < 0) return JT_OK; /* likewise */
+    htri_t exists = H5Lexists(g, "run", H5P_DEFAULT);
+    if (exists < 0) {
+        fail(err, errlen, "checkpoint %s: /state/run cannot be looked up: %s", path,
+             jt_h5_reason(detail, sizeof detail));
+        goto cleanup;
+    }
+    if (exists == 0) {
+        status = JT_OK;
+        goto cleanup;
+    }
+    d = H5Dopen2(g, "run", H5P_DEFAULT);
+    if (d < 0) {
+        fail(err, errlen, "checkpoint %s: /state/run is not a data set", path);
+        goto cleanup;
+    }
+    jt_h5_dset_info info;
+    if (jt_h5_dset_info_get(d, &info, detail, sizeof detail) != 0) {
+        fail(err, errlen, "checkpoint %s: /state/run %s", path, detail);
+        goto cleanup;
+    }
+    if (info.cls != H5T_FLOAT) {
+        fail(err, errlen, "checkpoint %s: /state/run is %s, expected float64 values", path,
+             info.type);
+        goto cleanup;
+    }
+    if (info.rank != 1) {
+        fail(err, errlen, "checkpoint %s: /state/run has shape %s, expected a 1-D list of "
+             "values", path, info.shape);
+        goto cleanup;
+    }
+    if (info.dims[0] > JT_CKPT_MAX_RUN) {
+        fail(err, errlen, "checkpoint %s: /state/run holds %llu values, at most %d are allowed",
+             path, (unsigned long long)info.dims[0], JT_CKPT_MAX_RUN);
+        goto cleanup;
+    }
+    if (jt_h5_dset_check_storage(d, detail, sizeof detail) != 0) {
+        fail(err, errlen, "checkpoint %s: /state/run %s", path, detail);
+        goto cleanup;
+    }
+    size_t n = (size_t)info.dims[0];
+    if (n > 0) {
+        st->run = jt_xcalloc(n, sizeof *st->run);
+        if (H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, st->run) < 0) {
+            fail(err, errlen, "checkpoint %s: cannot read /state/run: %s", path,
+                 jt_h5_reason(detail, sizeof detail));
+            goto cleanup;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (!isfinite(st->run[i])) {
+                fail(err, errlen, "checkpoint %s: /state/run[%zu] is %s (a checkpoint must hold "
+                     "finite values)", path, i,
+                     isnan(st->run[i]) ? "nan" : st->run[i] > 0 ? "inf" : "-inf");
+                goto cleanup;
+            }
+    }
+    st->n_run = n;
+    status = JT_OK;
+cleanup:
+    if (status != JT_OK) {
+        free(st->run);
+        st->run = NULL;
+        st->n_run = 0;
+    }
+    if (d >= 0) H5Dclose(d);
+    if (g >= 0) H5Gclose(g);
+    return status;
+}
+
+/* Reads and checks the root attributes, /state (with /state/run) and /adam's t into st
+ * (config_text and run owned). */
 static jt_status read_state_from(hid_t f, const char *path, jt_ckpt_state *st, char *err,
                                  size_t errlen) {
     static const char *const names[5] = {"step", "epoch", "epoch_step", "adam_t", "seed"};
@@ -452,6 +576,10 @@ static jt_status read_state_from(hid_t f, const char *path, jt_ckpt_state *st, c
     if (r <= 0)
         return fail(err, errlen, "checkpoint %s: root attribute config %s", path,
                     r < 0 ? why : "is missing");
+    if (read_run(f, path, st, err, errlen) != JT_OK) {
+        jt_ckpt_state_free(st);
+        return JT_ECKPT;
+    }
     uint64_t computed = state_checksum(st);
     if (computed != stored) {
         jt_ckpt_state_free(st);
@@ -627,6 +755,8 @@ static jt_status load_checked(const char *path, const jt_params *p, jt_ckpt_stat
     }
     *st = tmp;
     tmp.config_text = NULL;
+    tmp.run = NULL;
+    tmp.n_run = 0;
     status = JT_OK;
 cleanup:
     jt_ckpt_state_free(&tmp);
@@ -662,12 +792,14 @@ typedef struct {
     float *bufs[3];     /* parent: received views, laid out like p's buffers */
 } ckpt_iso;
 
+/* The numbers, the config text (length, bytes), the run state (n_run, the doubles). */
 static int send_state(jt_h5_pipe *o, const jt_ckpt_state *st) {
     uint64_t f[6] = {st->step, st->epoch, st->epoch_step, st->adam_t, st->seed,
                      (uint64_t)st->world};
-    uint64_t n = strlen(st->config_text);
+    uint64_t n = strlen(st->config_text), n_run = st->n_run;
     return jt_h5_send(o, f, sizeof f) || jt_h5_send(o, &n, sizeof n) ||
-           jt_h5_send(o, st->config_text, (size_t)n);
+           jt_h5_send(o, st->config_text, (size_t)n) || jt_h5_send(o, &n_run, sizeof n_run) ||
+           (n_run > 0 && jt_h5_send(o, st->run, (size_t)n_run * sizeof *st->run));
 }
 
 static int recv_state(jt_h5_pipe *in, jt_ckpt_state *st) {
@@ -682,7 +814,15 @@ static int recv_state(jt_h5_pipe *in, jt_ckpt_state *st) {
     st->seed = f[4];
     st->world = (int64_t)f[5];
     st->config_text = jt_xcalloc((size_t)n + 1, 1);
-    return jt_h5_recv(in, st->config_text, (size_t)n);
+    uint64_t n_run;
+    if (jt_h5_recv(in, st->config_text, (size_t)n) || jt_h5_recv(in, &n_run, sizeof n_run))
+        return -1;
+    JT_CHECK(n_run <= JT_CKPT_MAX_RUN, "isolated reader: a run state of %llu values",
+             (unsigned long long)n_run);
+    if (n_run == 0) return 0;
+    st->run = jt_xcalloc((size_t)n_run, sizeof *st->run);
+    st->n_run = (size_t)n_run;
+    return jt_h5_recv(in, st->run, (size_t)n_run * sizeof *st->run);
 }
 
 static jt_status ckpt_child(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
@@ -774,6 +914,8 @@ jt_status jt_ckpt_load(const char *path, jt_params *p, jt_ckpt_state *st, char *
     apply_views(p, a.bufs);
     *st = a.st;
     a.st.config_text = NULL;
+    a.st.run = NULL;
+    a.st.n_run = 0;
     ckpt_iso_free(&a);
     return JT_OK;
 }
@@ -782,4 +924,7 @@ void jt_ckpt_state_free(jt_ckpt_state *st) {
     if (!st) return;
     free(st->config_text);
     st->config_text = NULL;
+    free(st->run);
+    st->run = NULL;
+    st->n_run = 0;
 }

@@ -1,12 +1,13 @@
-/* ckpt_dir.c - the checkpoint folder (ckpt.h): file names, the latest pointer, resolving the
- * path a user gives, choosing what --resume auto loads, pruning, free space, and the temp files
+/* ckpt_dir.c - the checkpoint folder (ckpt.h): file names, the latest and best pointers, resolving
+ * the path a user gives, choosing what --resume auto loads, pruning, free space, and the temp files
  * of dead writers. The file format itself is ckpt.c.
  *
- * Invariants: only canonical ckpt-<step>.h5 names and `latest` are ever treated as checkpoints,
- * and nothing else in a folder is removed; the reading functions (latest, resolve,
- * find_resumable, scan) never modify the folder, so every rank may call them on the same shared
- * folder at once and they all see the same answer; a temp file is removed only when its writer
- * is provably dead (same host, no such process) or it has not been written to for an hour. */
+ * Invariants: only canonical ckpt-<step>.h5 names, `latest` and `best` are ever treated as
+ * checkpoints or pointers to them, and nothing else in a folder is removed; pruning never
+ * removes the checkpoint best names; the reading functions (latest, resolve, find_resumable,
+ * scan) never modify the folder, so every rank may call them on the same shared folder at once
+ * and they all see the same answer; a temp file is removed only when its writer is provably
+ * dead (same host, no such process) or it has not been written to for an hour. */
 #include "ckpt_dir.h"
 
 #include <ctype.h>
@@ -77,9 +78,9 @@ void jt_ckpt_temp_path(char *out, size_t len, const char *dir, const char *name)
     snprintf(out, len, "%s/.%s.tmp.%s.%ld", dir, name, host, (long)getpid());
 }
 
-/* 1 if name is a temp file of jt_ckpt_temp_path (".ckpt-<step>.h5.tmp.<host>.<pid>" or
- * ".latest.tmp.<host>.<pid>"; before host names: "...tmp.<pid>"). host receives the writer's
- * host ("" if the name has none), *pid its pid (-1 if unreadable). */
+/* 1 if name is a temp file of jt_ckpt_temp_path (".ckpt-<step>.h5.tmp.<host>.<pid>",
+ * ".latest.tmp.<host>.<pid>" or ".best.tmp.<host>.<pid>"; before host names: "...tmp.<pid>"). host
+ * receives the writer's host ("" if the name has none), *pid its pid (-1 if unreadable). */
 static int parse_temp_name(const char *name, char *host, size_t hostlen, long *pid) {
     unsigned long long step;
     const char *t = strstr(name, ".tmp.");
@@ -89,7 +90,9 @@ static int parse_temp_name(const char *name, char *host, size_t hostlen, long *p
     if (nb >= sizeof base) return 0;
     memcpy(base, name + 1, nb);
     base[nb] = '\0';
-    if (strcmp(base, "latest") != 0 && !jt_ckpt_parse_name(base, &step)) return 0;
+    if (strcmp(base, "latest") != 0 && strcmp(base, "best") != 0 &&
+        !jt_ckpt_parse_name(base, &step))
+        return 0;
     const char *rest = t + 5, *dot = strrchr(rest, '.');
     const char *p = dot ? dot + 1 : rest;
     size_t nh = dot ? (size_t)(dot - rest) : 0;
@@ -173,7 +176,7 @@ static int list_steps(const char *dir, unsigned long long **steps, size_t *n) {
     return 0;
 }
 
-/* ---------- the latest pointer ---------- */
+/* ---------- the latest and best pointers ---------- */
 
 enum { PTR_OK, PTR_MISSING, PTR_CORRUPT, PTR_BAD };
 
@@ -255,10 +258,13 @@ jt_status jt_ckpt_latest(const char *dir, char *path_out, size_t path_len, char 
     return JT_OK;
 }
 
-jt_status jt_ckpt_write_latest(const char *dir, const char *name, char *err, size_t errlen) {
+/* Replaces dir/<pointer> ("latest" or "best") with "name\n" (temp file, fsync, rename, fsync
+ * dir). */
+static jt_status write_pointer(const char *dir, const char *pointer, const char *name, char *err,
+                               size_t errlen) {
     char tmp[JT_CKPT_PATH_MAX], dst[JT_CKPT_PATH_MAX], line[256];
-    jt_ckpt_temp_path(tmp, sizeof tmp, dir, "latest");
-    snprintf(dst, sizeof dst, "%s/latest", dir);
+    jt_ckpt_temp_path(tmp, sizeof tmp, dir, pointer);
+    snprintf(dst, sizeof dst, "%s/%s", dir, pointer);
     int n = snprintf(line, sizeof line, "%s\n", name);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
     if (fd < 0) return fail(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
@@ -290,6 +296,28 @@ jt_status jt_ckpt_write_latest(const char *dir, const char *name, char *err, siz
     if (jt_ckpt_fsync_dir(dir) != 0)
         return fail(err, errlen, "cannot sync directory %s: %s", dir, strerror(errno));
     return JT_OK;
+}
+
+jt_status jt_ckpt_write_latest(const char *dir, const char *name, char *err, size_t errlen) {
+    return write_pointer(dir, "latest", name, err, errlen);
+}
+
+jt_status jt_ckpt_write_best(const char *dir, const char *name, char *err, size_t errlen) {
+    JT_CHECK(dir && name, "jt_ckpt_write_best: bad arguments");
+    unsigned long long step;
+    char path[JT_CKPT_PATH_MAX];
+    struct stat sb;
+    if (strlen(dir) + 300 >= JT_CKPT_PATH_MAX)
+        return fail(err, errlen, "checkpoint directory path too long: %s", dir);
+    if (!jt_ckpt_parse_name(name, &step))
+        return fail(err, errlen, "cannot point %s/best at '%.200s': not a checkpoint file name "
+                    "like ckpt-00000020.h5", dir, name);
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (stat(path, &sb) != 0)
+        return fail(err, errlen, "cannot point %s/best at %s: %s", dir, path, strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return fail(err, errlen, "cannot point %s/best at %s: not a regular file", dir, path);
+    return write_pointer(dir, "best", name, err, errlen);
 }
 
 int jt_ckpt_fsync_dir(const char *dir) {
@@ -330,7 +358,7 @@ jt_status jt_ckpt_resolve(const char *path, char *out, size_t outlen, char *err,
         snprintf(out, outlen, "%s", path);
         return JT_OK;
     }
-    /* Not HDF5: a latest pointer, which names a file beside it. */
+    /* Not HDF5: a latest or best pointer (by content: any name), which names a file beside it. */
     const char *slash = strrchr(path, '/');
     size_t nb = slash ? (size_t)(slash - path) + 1 : 0;
     if (nb >= sizeof base) return fail(err, errlen, "checkpoint path too long: %s", path);
@@ -338,9 +366,10 @@ jt_status jt_ckpt_resolve(const char *path, char *out, size_t outlen, char *err,
     base[nb] = '\0';
     int rc = read_pointer(path, base, out, outlen, NULL, why, sizeof why);
     if (rc == PTR_OK) return JT_OK;
-    if (rc == PTR_CORRUPT && strcmp(slash ? slash + 1 : path, "latest") != 0)
-        return fail(err, errlen, "checkpoint %s: not an HDF5 file (nor a latest file naming "
-                    "one)", path);
+    const char *file = slash ? slash + 1 : path;
+    if (rc == PTR_CORRUPT && strcmp(file, "latest") != 0 && strcmp(file, "best") != 0)
+        return fail(err, errlen, "checkpoint %s: not an HDF5 file (nor a latest or best file "
+                    "naming one)", path);
     return fail(err, errlen, "checkpoint %s %s", path, why);
 }
 
@@ -422,9 +451,9 @@ jt_status jt_ckpt_find_resumable(const char *dir, jt_params *p, jt_ckpt_state *s
 
 /* ---------- pruning and free space ---------- */
 
-/* The steps of dir's checkpoints that the save of step would prune (all but step and the
- * keep-1 other highest steps; none if keep <= 0), in the order to remove them: oldest first,
- * latest's target last. free() the result; NULL if none. */
+/* The steps of dir's checkpoints that the save of step would prune (all but step, the keep-1
+ * other highest steps and best's target; none if keep <= 0), in the order to remove them:
+ * oldest first, latest's target last. free() the result; NULL if none. */
 static unsigned long long *prunable(const char *dir, unsigned long long step, long keep,
                                     size_t *n) {
     unsigned long long *steps = NULL, latest_step = 0;
@@ -446,7 +475,17 @@ static unsigned long long *prunable(const char *dir, unsigned long long step, lo
     for (size_t i = 0; i < *n; i++) out[i] = steps[others - 1 - i]; /* oldest first */
     free(steps);
     char base[JT_CKPT_PATH_MAX], lp[JT_CKPT_PATH_MAX], target[JT_CKPT_PATH_MAX], why[512];
+    unsigned long long best_step;
     if (dir_base(dir, base, sizeof base - 8) == 0) {
+        /* best's target is never pruned (a corrupt or dangling best protects nothing) */
+        snprintf(lp, sizeof lp, "%sbest", base);
+        if (read_pointer(lp, base, target, sizeof target, &best_step, why, sizeof why) == PTR_OK)
+            for (size_t i = 0; i < *n; i++)
+                if (out[i] == best_step) {
+                    memmove(out + i, out + i + 1, (*n - i - 1) * sizeof *out);
+                    (*n)--;
+                    break;
+                }
         snprintf(lp, sizeof lp, "%slatest", base);
         if (read_pointer(lp, base, target, sizeof target, &latest_step, why, sizeof why) ==
             PTR_OK)
@@ -456,6 +495,8 @@ static unsigned long long *prunable(const char *dir, unsigned long long step, lo
                     out[*n - 1] = latest_step;
                     break;
                 }
+    } else {
+        *n = 0; /* cannot read best: prune nothing rather than maybe its target */
     }
     if (*n == 0) {
         free(out);
@@ -548,9 +589,9 @@ jt_status jt_ckpt_scan(const char *dir, jt_ckpt_dir_info *info, char *err, size_
 jt_status jt_ckpt_remove_all(const char *dir, char *err, size_t errlen) {
     JT_CHECK(dir, "jt_ckpt_remove_all: bad arguments");
     char path[JT_CKPT_PATH_MAX], host[HOST_MAX];
-    /* latest first: a failure half-way never leaves it naming a removed file */
-    static const char *const fixed[2] = {"latest", "status"};
-    for (int i = 0; i < 2; i++) {
+    /* latest and best first: a failure half-way never leaves them naming a removed file */
+    static const char *const fixed[3] = {"latest", "best", "status"};
+    for (int i = 0; i < 3; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, fixed[i]);
         if (unlink(path) != 0 && errno != ENOENT && errno != ENOTDIR)
             return fail(err, errlen, "cannot remove %s: %s", path, strerror(errno));

@@ -1,6 +1,7 @@
 /* ckpt_dir.h - private to ckpt.c and ckpt_dir.c: what the checkpoint writer needs from the
- * folder side (file names, temp files, the latest pointer, pruning, free space). The public
- * contracts are in include/jtrain/ckpt.h. */
+ * folder side (file names, temp files, the latest pointer, pruning, free space).
+ * jt_ckpt_write_best (the best pointer) is public: ckpt.h. The public contracts are in
+ * include/jtrain/ckpt.h. */
 #ifndef JTRAIN_CKPT_DIR_H
 #define JTRAIN_CKPT_DIR_H
 
@@ -28,17 +29,19 @@ void jt_ckpt_temp_path(char *out, size_t len, const char *dir, const char *name)
  * error. 0, or -1 with errno set. */
 int jt_ckpt_fsync_dir(const char *dir);
 
-/* Replaces dir/latest with "name\n" (temp file, fsync, rename, fsync dir). */
+/* Replaces dir/latest with "name\n" (temp file, fsync, rename, fsync dir); jt_ckpt_write_best
+ * writes dir/best the same way. */
 jt_status jt_ckpt_write_latest(const char *dir, const char *name, char *err, size_t errlen);
 
-/* Before writing checkpoint step (bytes long) into dir: if dir's file system has less than
- * bytes plus a margin free, removes (oldest first, latest's target last) the checkpoints the
- * save's pruning would remove anyway, until it has. JT_ECKPT naming the space needed and
- * available when that is not enough; JT_OK when the free space cannot be known. */
+/* Before writing checkpoint step (bytes long) into dir: if dir's file system has less than bytes
+ * plus a margin free, removes (oldest first, latest's target last) the checkpoints the save's
+ * pruning would remove anyway (never best's target), until it has. JT_ECKPT naming the space needed
+ * and available when that is not enough; JT_OK when the free space cannot be known. */
 jt_status jt_ckpt_make_room(const char *dir, unsigned long long step, long keep, size_t bytes,
                             char *err, size_t errlen);
 
-/* Removes every checkpoint the save of step would prune (keep: ckpt.h); returns how many. */
+/* Removes every checkpoint the save of step would prune (keep: ckpt.h): all but step, the
+ * keep-1 other newest and the one dir/best names; returns how many. */
 size_t jt_ckpt_prune(const char *dir, unsigned long long step, long keep);
 
 #endif

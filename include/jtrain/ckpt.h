@@ -2,13 +2,13 @@
  * and never harmful: what --resume auto loads is always intact and finite.
  *
  * <dir>/ckpt-<step, 8 digits>.h5 is built in memory, written to a temporary file in dir
- * (.ckpt-<step>.h5.tmp.<host>.<pid>), fsync'd and renamed; then <dir>/latest (the newest
- * complete file's name and a newline) is replaced the same way; then all but the newest `keep`
- * checkpoints are removed. A checkpoint whose parameters or Adam moments are not all finite is
- * never written. Loading checks every attribute, view shape, checksum and value before it
- * touches the parameters. A user may name a checkpoint by its file, by a latest file, or by its
- * run folder (jt_ckpt_resolve); --resume auto takes the newest checkpoint that loads
- * (jt_ckpt_find_resumable).
+ * (.ckpt-<step>.h5.tmp.<host>.<pid>), fsync'd and renamed; then <dir>/latest (the newest complete
+ * file's name and a newline) is replaced the same way; then all but the newest `keep` checkpoints
+ * and the one <dir>/best names (jt_ckpt_write_best, same format) are removed. A checkpoint whose
+ * parameters or Adam moments are not all finite is never written. Loading checks every attribute,
+ * view shape, checksum and value before it touches the parameters. A user may name a checkpoint by
+ * its file, by a latest or best file, or by its run folder (its latest; jt_ckpt_resolve); --resume
+ * auto takes the newest checkpoint that loads (jt_ckpt_find_resumable).
  *
  * File layout (format version 1; readable with h5dump and h5py):
  *   /                attributes jtrain_format = "checkpoint", version = 1 (int32), config (the
@@ -20,11 +20,16 @@
  *   /state           attributes epoch, epoch_step, seed: the data position and RNG state (every
  *                    RNG stream derives from (seed, purpose, epoch, step, ...), so these three
  *                    numbers are the whole RNG state); they must equal the root's copies
+ *   /state/run       only when n_run > 0: float64 (little-endian) data set of shape (n_run,),
+ *                    the trainer's run state (jt_ckpt_state.run); read as any 1-D float data
+ *                    set of at most JT_CKPT_MAX_RUN finite values; absent: n_run 0
  * Checksums are FNV-1a 64 (offset 14695981039346656037, prime 1099511628211):
  *   /params, /adam/m, /adam/v: attribute checksum over the section's data sets in bytewise name
  *     order, each as its name, one 0 byte, then its values as little-endian float32 bytes;
  *   root: attribute checksum over the text "world=W\nstep=S\nepoch=E\nepoch_step=ES\n
- *     adam_t=T\nseed=X\nconfig=" (decimal numbers) followed by the config text.
+ *     adam_t=T\nseed=X\nconfig=" (decimal numbers) followed by the config text and, only when
+ *     n_run > 0, the text "\nrun=" and the n_run values as little-endian float64 bytes (so a
+ *     file without /state/run has the checksum it had before /state/run existed).
  *
  * Test-only hook: JTRAIN_TEST_CKPT_CRASH=mid-write makes jt_ckpt_save write the first half of
  * the file into the temp file and _exit(9), to prove that a crash mid-write leaves latest and
@@ -63,9 +68,11 @@ typedef struct {
  * path_out (may be NULL) receives the new file's path. Rank 0 only (the caller ensures it).
  * The file is built in memory first (about twice 3 * 4 bytes per parameter, briefly) and
  * written in 64 MiB chunks, with jt_progress() after each chunk and each data set built.
- * Not finite: if any value of w, m or v is Inf or NaN, JT_ENUMERIC before anything is written;
- * err names the first one: "checkpoint at step S not written: params/trunk.0.dense.W[17] is
- * inf; the previous latest stays" (sections params, adam/m, adam/v; flat index in the view).
+ * Not finite: if any value of w, m, v or st->run is Inf or NaN, JT_ENUMERIC before anything is
+ * written; err names the first one: "checkpoint at step S not written: params/trunk.0.dense.W[17]
+ * is inf; the previous latest stays" (sections params, adam/m, adam/v, state/run; flat index in
+ * the view). So the trainer must not keep Inf ("no best yet") in run: encode it finitely.
+ * st->n_run > JT_CKPT_MAX_RUN (or run NULL with n_run > 0) is a programming error (jt_fatal).
  * Full disk: if dir's file system lacks the file's size plus a margin (statvfs), the older
  * checkpoints this save's pruning would remove anyway are removed first, oldest first and
  * latest's target last, but only if that makes enough room; else JT_ECKPT "checkpoint at step
@@ -85,10 +92,11 @@ jt_status jt_ckpt_save(const char *dir, const jt_params *p, const jt_ckpt_state 
 jt_status jt_ckpt_latest(const char *dir, char *path_out, size_t path_len, char *err,
                          size_t errlen);
 /* What a user may give wherever a checkpoint is expected (eval, summary, --resume PATH): a
- * checkpoint file (any HDF5 file: jt_ckpt_load judges it), a latest file (its content names a
- * file beside it) or a run folder (its latest). out receives the checkpoint file's path.
- * JT_ECKPT naming path when it does not exist, is none of these, is a folder without latest,
- * or its latest is corrupt or names a missing file. Reads only; any rank may call it. */
+ * checkpoint file (any HDF5 file: jt_ckpt_load judges it), a latest or best file (any non-HDF5 file
+ * whose content names a ckpt-<step>.h5 beside it) or a run folder (its latest). out receives the
+ * checkpoint file's path. JT_ECKPT naming path when it does not exist, is none of these, is a
+ * folder without latest, or its latest is corrupt or names a missing file. Reads only; any rank may
+ * call it. */
 jt_status jt_ckpt_resolve(const char *path, char *out, size_t outlen, char *err, size_t errlen);
 /* --resume auto: loads (jt_ckpt_load) the newest intact checkpoint of dir into p and st.
  * Candidates in order: latest's target, then every ckpt-<step>.h5 in dir by step, highest
@@ -103,16 +111,17 @@ jt_status jt_ckpt_find_resumable(const char *dir, jt_params *p, jt_ckpt_state *s
                                  char *path_out, size_t path_len, char *err, size_t errlen);
 /* Points dir/best at the checkpoint file name (a ckpt-<step>.h5 in dir, e.g. the one just
  * saved), replacing it atomically as latest is (temp file, fsync, rename). The checkpoint best
- * names is never removed by pruning (keep counts the others: the newest keep files, plus best).
+ * names is never removed by pruning (kept: the newest keep files, plus best's target if it is
+ * not among them). name must be a ckpt-<step>.h5 that exists in dir (else JT_ECKPT).
  * jt_ckpt_resolve accepts a best file as it does latest; --overwrite (jt_ckpt_remove_all)
  * removes it; temp files of dead writers of it are cleaned like latest's. JT_ECKPT naming the
  * path and strerror on failure. Rank 0 only. */
 jt_status jt_ckpt_write_best(const char *dir, const char *name, char *err, size_t errlen);
 
-/* Removes the temp files of dead writers in dir (.ckpt-<step>.h5.tmp.* and .latest.tmp.*):
- * those whose writer ran on this host and whose pid no longer exists, and any not modified
- * for an hour (a live writer's file changes at least every 64 MiB). Returns how many it
- * removed (0 if dir does not exist); failures only print a warning. Rank 0, at start; every
+/* Removes the temp files of dead writers in dir (.ckpt-<step>.h5.tmp.*, .latest.tmp.* and
+ * .best.tmp.*): those whose writer ran on this host and whose pid no longer exists, and any not
+ * modified for an hour (a live writer's file changes at least every 64 MiB). Returns how many
+ * it removed (0 if dir does not exist); failures only print a warning. Rank 0, at start; every
  * save calls it too. */
 int jt_ckpt_clean_stale(const char *dir);
 
@@ -125,13 +134,14 @@ typedef struct {
  * All zero (JT_OK) if dir does not exist; JT_ECKPT naming dir and strerror if it cannot be
  * listed. Reads only. */
 jt_status jt_ckpt_scan(const char *dir, jt_ckpt_dir_info *info, char *err, size_t errlen);
-/* For --overwrite: removes dir's latest (first), ckpt-<step>.h5 files, checkpoint temp files
- * and a file called status; nothing else (other files, sub-folders and dir itself stay). JT_OK
- * if dir does not exist; JT_ECKPT naming the path and strerror at the first failure. */
+/* For --overwrite: removes dir's latest and best (first), ckpt-<step>.h5 files, checkpoint temp
+ * files (also latest's and best's) and a file called status; nothing else (other files, sub-folders
+ * and dir itself stay). JT_OK if dir does not exist; JT_ECKPT naming the path and strerror at the
+ * first failure. */
 jt_status jt_ckpt_remove_all(const char *dir, char *err, size_t errlen);
-/* Reads only st (attributes and config text, root checksum verified) from the checkpoint at
- * path; st->config_text is allocated (free with jt_ckpt_state_free). On failure (JT_ECKPT, err
- * names the path) st is not changed. */
+/* Reads only st (attributes, config text and /state/run, root checksum verified) from the
+ * checkpoint at path; st->config_text and st->run are allocated (free with jt_ckpt_state_free). On
+ * failure (JT_ECKPT, err names the path) st is not changed. */
 jt_status jt_ckpt_read_state(const char *path, jt_ckpt_state *st, char *err, size_t errlen);
 /* Reads st and, after checking that every view of p is present with the same shape, that the
  * file has no view p lacks, that all checksums match and that every value is finite (older
@@ -139,7 +149,7 @@ jt_status jt_ckpt_read_state(const char *path, jt_ckpt_state *st, char *err, siz
  * touched). Nothing in p or st changes unless everything checks; errors (JT_ECKPT) name the
  * path and the section/view, e.g. "checkpoint X: params/a.W has shape (10, 128), the model has
  * (10, 64)" or "checkpoint X: params/a.W[17] is inf (...)". Calls jt_progress() per view read.
- * st->config_text is allocated. */
+ * st->config_text and st->run are allocated. */
 jt_status jt_ckpt_load(const char *path, jt_params *p, jt_ckpt_state *st, char *err,
                        size_t errlen);
 /* Frees st->config_text and st->run and sets them to NULL (n_run 0). NULL-safe. */

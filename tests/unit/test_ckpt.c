@@ -3,7 +3,9 @@
  * Inf/NaN) leaving the model untouched, failed saves (not a directory, file size limit, Inf/NaN)
  * and a crash mid-write leaving the previous checkpoint loadable, readability by h5dump and
  * h5py; resolving file/latest/folder paths, --resume auto falling back over broken files, temp
- * files of dead writers, scan/remove_all, progress ticks, and a real full disk (a small tmpfs in
+ * files of dead writers, scan/remove_all, the run state (/state/run: exact round trip, absent in
+ * old files, checksum, refusals), the best pointer (survives pruning, resolves, removed by
+ * remove_all), progress ticks, and a real full disk (a small tmpfs in
  * a private namespace of a forked child). */
 #define _GNU_SOURCE /* unshare, RTLD_NEXT */
 #include <dirent.h>
@@ -986,6 +988,8 @@ static void test_clean_stale_temp_files(void **state) {
         {".ckpt-00000020.h5.tmp.%s.%ld", 1, 1, 0, 0},  /* this very process */
         {".ckpt-00000030.h5.tmp.%s.%ld", 1, 2, 0, 1},  /* dead writer on this host */
         {".latest.tmp.%s.%ld", 1, 2, 0, 1},            /* its latest temp */
+        {".best.tmp.%s.%ld", 1, 2, 0, 1},              /* its best temp */
+        {".best.tmp.%s.%ld", 1, 1, 0, 0},              /* this process's best temp */
         {".ckpt-00000030.h5.tmp.node7.example.org.%ld", 0, 2, 0, 0}, /* other host, fresh */
         {".ckpt-00000040.h5.tmp.node7.example.org.%ld", 0, 1, 1, 1}, /* other host, old */
         {".ckpt-00000050.h5.tmp.%ld", 0, 2, 0, 0},     /* no host (older jtrain), fresh */
@@ -1011,7 +1015,7 @@ static void test_clean_stale_temp_files(void **state) {
             assert_int_equal(utimensat(AT_FDCWD, name, t, 0), 0);
         }
     }
-    assert_int_equal(jt_ckpt_clean_stale(fx->dir), 4);
+    assert_int_equal(jt_ckpt_clean_stale(fx->dir), 5);
     for (size_t i = 0; i < nf; i++)
         if (exists(fx->dir, names[i]) != !files[i].gone)
             fail_msg("%s should %s", names[i], files[i].gone ? "be gone" : "stay");
@@ -1032,6 +1036,8 @@ static void test_scan_and_remove_all(void **state) {
     save_three(dir);
     write_text(dir, ".ckpt-00000040.h5.tmp.somehost.12", "partial");
     write_text(dir, ".latest.tmp.somehost.12", "ckpt-00000040.h5\n");
+    write_text(dir, ".best.tmp.somehost.12", "ckpt-00000040.h5\n");
+    write_text(dir, "best", "ckpt-00000010.h5\n");
     write_text(dir, "status", "running\n");
     write_text(dir, "notes.txt", "mine\n");
     write_text(dir, "ckpt-best.h5", "mine too\n");
@@ -1059,6 +1065,425 @@ static void test_scan_and_remove_all(void **state) {
     assert_int_equal(jt_ckpt_scan(sub, &info, err, sizeof err), JT_ECKPT);
     assert_non_null(strstr(err, sub));
     assert_non_null(strstr(err, strerror(ENOTDIR)));
+}
+
+/* ---- the run state (/state/run) ---- */
+
+static uint64_t fnv_bytes(uint64_t h, const void *data, size_t n) {
+    const unsigned char *b = data;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* The root checksum as ckpt.h specifies it, computed independently of ckpt.c: the numbers, the
+ * config text, and only when n_run > 0 "\nrun=" and the values as little-endian float64. */
+static uint64_t spec_root_checksum(const jt_ckpt_state *st) {
+    char head[512];
+    int n = snprintf(head, sizeof head,
+                     "world=%lld\nstep=%llu\nepoch=%llu\nepoch_step=%llu\nadam_t=%llu\nseed=%llu"
+                     "\nconfig=",
+                     (long long)st->world, (unsigned long long)st->step,
+                     (unsigned long long)st->epoch, (unsigned long long)st->epoch_step,
+                     (unsigned long long)st->adam_t, (unsigned long long)st->seed);
+    uint64_t h = fnv_bytes(14695981039346656037ULL, head, (size_t)n);
+    h = fnv_bytes(h, st->config_text, strlen(st->config_text));
+    if (st->n_run == 0) return h;
+    h = fnv_bytes(h, "\nrun=", 5);
+    for (size_t i = 0; i < st->n_run; i++) {
+        uint64_t u;
+        memcpy(&u, &st->run[i], 8);
+        for (int k = 0; k < 64; k += 8) h = (h ^ ((u >> k) & 0xffu)) * 1099511628211ULL;
+    }
+    return h;
+}
+
+static uint64_t read_u64_attr(const char *path, const char *name) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
+    assert_true(a >= 0);
+    uint64_t v = 0;
+    assert_true(H5Aread(a, H5T_NATIVE_UINT64, &v) >= 0);
+    H5Aclose(a);
+    assert_true(H5Fclose(f) >= 0);
+    return v;
+}
+
+/* Overwrites value index of the 1-D data set name in path through the HDF5 API. */
+static void poke_double(const char *path, const char *name, hsize_t index, double value) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t d = H5Dopen2(f, name, H5P_DEFAULT);
+    assert_true(d >= 0);
+    hid_t fs = H5Dget_space(d);
+    hsize_t start[1] = {index}, count[1] = {1};
+    assert_true(H5Sselect_hyperslab(fs, H5S_SELECT_SET, start, NULL, count, NULL) >= 0);
+    hid_t ms = H5Screate_simple(1, count, NULL);
+    assert_true(H5Dwrite(d, H5T_NATIVE_DOUBLE, ms, fs, H5P_DEFAULT, &value) >= 0);
+    H5Sclose(ms);
+    H5Sclose(fs);
+    H5Dclose(d);
+    assert_true(H5Fclose(f) >= 0);
+}
+
+/* Replaces /state/run of path with a data set of file type type, rank 1 or 2, n values. */
+static void replace_run(const char *path, hid_t type, int rank, hsize_t n) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0);
+    assert_true(H5Ldelete(f, "state/run", H5P_DEFAULT) >= 0);
+    hsize_t dims[2] = {rank == 1 ? n : 2, n / 2};
+    hid_t sp = H5Screate_simple(rank, dims, NULL);
+    hid_t d = H5Dcreate2(f, "state/run", type, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(d >= 0);
+    double *x = calloc(n ? n : 1, sizeof *x);
+    assert_true(H5Dwrite(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, x) >= 0);
+    free(x);
+    H5Dclose(d);
+    H5Sclose(sp);
+    assert_true(H5Fclose(f) >= 0);
+}
+
+static const double RUN[6] = {-0.0, 1e-300, 4.9406564584124654e-324, 0.1, -1.7976931348623157e308,
+                              12345.678};
+
+/* Saves step with the run state RUN (n values) into dir; returns the file's path in path. */
+static void save_run(const char *dir, uint64_t step, size_t n, char *path, size_t len) {
+    jt_params p;
+    build(&p, MODEL_BASE);
+    fill(&p, (uint32_t)step);
+    char err[1024] = "";
+    jt_ckpt_state st = make_state(step);
+    st.run = (double *)RUN;
+    st.n_run = n;
+    if (jt_ckpt_save(dir, &p, &st, 0, path, len, err, sizeof err) != JT_OK)
+        fail_msg("save step %llu: %s", (unsigned long long)step, err);
+    jt_params_free(&p);
+}
+
+/* Loads and reads the state of path; both must give RUN[0..n) bit for bit. */
+static void expect_run(const char *path, size_t n) {
+    jt_params p;
+    build(&p, MODEL_BASE);
+    char err[1024] = "";
+    jt_ckpt_state got = {0}, only = {0};
+    if (jt_ckpt_load(path, &p, &got, err, sizeof err) != JT_OK) fail_msg("load: %s", err);
+    if (jt_ckpt_read_state(path, &only, err, sizeof err) != JT_OK)
+        fail_msg("read_state: %s", err);
+    jt_ckpt_state *both[2] = {&got, &only};
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(both[k]->n_run, n);
+        if (n == 0) {
+            assert_null(both[k]->run);
+        } else {
+            assert_non_null(both[k]->run);
+            assert_memory_equal(both[k]->run, RUN, n * sizeof(double));
+        }
+        assert_string_equal(both[k]->config_text, CONFIG_TEXT);
+        jt_ckpt_state_free(both[k]);
+        assert_null(both[k]->run);
+        assert_int_equal(both[k]->n_run, 0);
+    }
+    jt_params_free(&p);
+}
+
+static void test_run_state_round_trip(void **state) {
+    fixture *fx = *state;
+    char path[1024];
+    save_run(fx->dir, 7, 6, path, sizeof path);
+    /* float64 little-endian, 1-D, in /state; the root checksum as ckpt.h specifies */
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t d = H5Dopen2(f, "state/run", H5P_DEFAULT);
+    assert_true(d >= 0);
+    hid_t t = H5Dget_type(d), sp = H5Dget_space(d);
+    assert_true(H5Tequal(t, H5T_IEEE_F64LE) > 0);
+    hsize_t dims[2] = {0, 0};
+    assert_int_equal(H5Sget_simple_extent_dims(sp, dims, NULL), 1);
+    assert_int_equal(dims[0], 6);
+    H5Tclose(t);
+    H5Sclose(sp);
+    H5Dclose(d);
+    assert_true(H5Fclose(f) >= 0);
+    jt_ckpt_state st = make_state(7);
+    st.run = (double *)RUN;
+    st.n_run = 6;
+    assert_true(read_u64_attr(path, "checksum") == spec_root_checksum(&st));
+    /* through the isolated reader (the default) and in this process */
+    expect_run(path, 6);
+    setenv("JTRAIN_H5_ISOLATE", "0", 1);
+    expect_run(path, 6);
+    unsetenv("JTRAIN_H5_ISOLATE");
+    /* one value, and the largest allowed run state */
+    save_run(fx->dir, 8, 1, path, sizeof path);
+    expect_run(path, 1);
+    jt_params p;
+    build(&p, MODEL_BASE);
+    fill(&p, 9);
+    double *big = malloc(JT_CKPT_MAX_RUN * sizeof *big);
+    for (size_t i = 0; i < JT_CKPT_MAX_RUN; i++) big[i] = (double)i * 0.5 - 3.0;
+    st = make_state(9);
+    st.run = big;
+    st.n_run = JT_CKPT_MAX_RUN;
+    char err[1024] = "";
+    if (jt_ckpt_save(fx->dir, &p, &st, 0, path, sizeof path, err, sizeof err) != JT_OK)
+        fail_msg("save: %s", err);
+    jt_ckpt_state got = {0};
+    if (jt_ckpt_load(path, &p, &got, err, sizeof err) != JT_OK) fail_msg("load: %s", err);
+    assert_int_equal(got.n_run, JT_CKPT_MAX_RUN);
+    assert_memory_equal(got.run, big, JT_CKPT_MAX_RUN * sizeof *big);
+    jt_ckpt_state_free(&got);
+    free(big);
+    jt_params_free(&p);
+}
+
+/* No run state: no /state/run, n_run 0, and the root checksum of a file written before
+ * /state/run existed (so such files keep verifying). */
+static void test_run_state_absent(void **state) {
+    fixture *fx = *state;
+    char path[1024];
+    save_run(fx->dir, 5, 0, path, sizeof path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t g = H5Gopen2(f, "state", H5P_DEFAULT);
+    assert_true(g >= 0);
+    assert_int_equal(H5Lexists(g, "run", H5P_DEFAULT), 0);
+    H5Gclose(g);
+    assert_true(H5Fclose(f) >= 0);
+    jt_ckpt_state st = make_state(5);
+    assert_true(read_u64_attr(path, "checksum") == spec_root_checksum(&st));
+    expect_run(path, 0);
+    setenv("JTRAIN_H5_ISOLATE", "0", 1);
+    expect_run(path, 0);
+    unsetenv("JTRAIN_H5_ISOLATE");
+    /* a file with a run state whose /state/run was removed no longer verifies */
+    save_run(fx->dir, 6, 3, path, sizeof path);
+    f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0 && H5Ldelete(f, "state/run", H5P_DEFAULT) >= 0);
+    assert_true(H5Fclose(f) >= 0);
+    jt_params p;
+    build(&p, MODEL_BASE);
+    fill(&p, 1);
+    expect_load_error(path, &p, "checksum of the root attributes");
+    jt_params_free(&p);
+}
+
+static void expect_state_error(const char *path, const char *want) {
+    jt_params p;
+    build(&p, MODEL_BASE);
+    fill(&p, 1);
+    expect_load_error(path, &p, want);
+    jt_ckpt_state st = {.step = 999};
+    char err[1024] = "";
+    assert_int_equal(jt_ckpt_read_state(path, &st, err, sizeof err), JT_ECKPT);
+    if (!strstr(err, want) || !strstr(err, path)) fail_msg("error '%s' lacks '%s'", err, want);
+    assert_int_equal(st.step, 999);
+    assert_null(st.run);
+    jt_params_free(&p);
+}
+
+/* Rewrites the root checksum of path for its current /state/run (st: the saved numbers). */
+static void rehash_root(const char *path, jt_ckpt_state st) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    assert_true(f >= 0);
+    hid_t d = H5Dopen2(f, "state/run", H5P_DEFAULT);
+    hid_t sp = H5Dget_space(d);
+    st.n_run = (size_t)H5Sget_simple_extent_npoints(sp);
+    st.run = malloc(st.n_run * sizeof *st.run + 8);
+    assert_true(H5Dread(d, H5T_NATIVE_DOUBLE, H5S_ALL, H5S_ALL, H5P_DEFAULT, st.run) >= 0);
+    H5Sclose(sp);
+    H5Dclose(d);
+    assert_true(H5Fclose(f) >= 0);
+    poke_u64_attr(path, "checksum", spec_root_checksum(&st));
+    free(st.run);
+}
+
+static void test_run_state_rejected(void **state) {
+    fixture *fx = *state;
+    char path[1024];
+    /* a bit flip in /state/run: the root checksum catches it, loaded in either process */
+    save_run(fx->dir, 7, 6, path, sizeof path);
+    double x = RUN[1];
+    uint64_t u;
+    memcpy(&u, &x, 8);
+    u ^= 1; /* the lowest mantissa bit */
+    memcpy(&x, &u, 8);
+    poke_double(path, "state/run", 1, x);
+    expect_state_error(path, "checksum of the root attributes does not match");
+    setenv("JTRAIN_H5_ISOLATE", "0", 1);
+    expect_state_error(path, "checksum of the root attributes does not match");
+    unsetenv("JTRAIN_H5_ISOLATE");
+    /* -0.0 to +0.0 is a change too */
+    save_run(fx->dir, 7, 6, path, sizeof path);
+    poke_double(path, "state/run", 0, 0.0);
+    expect_state_error(path, "checksum of the root attributes does not match");
+
+    /* not finite, even with a matching checksum (as a foreign writer could make it) */
+    static const struct {
+        hsize_t index;
+        double value;
+        const char *want;
+    } bad[] = {{2, NAN, "/state/run[2] is nan"},
+               {5, INFINITY, "/state/run[5] is inf"},
+               {0, -INFINITY, "/state/run[0] is -inf"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        save_run(fx->dir, 7, 6, path, sizeof path);
+        poke_double(path, "state/run", bad[i].index, bad[i].value);
+        rehash_root(path, make_state(7));
+        expect_state_error(path, bad[i].want);
+    }
+    /* not a 1-D float data set, or too long */
+    save_run(fx->dir, 7, 6, path, sizeof path);
+    replace_run(path, H5T_STD_I32LE, 1, 6);
+    expect_state_error(path, "/state/run is int32, expected float64 values");
+    replace_run(path, H5T_IEEE_F64LE, 2, 6);
+    expect_state_error(path, "/state/run has shape [2, 3], expected a 1-D list");
+    replace_run(path, H5T_IEEE_F64LE, 1, JT_CKPT_MAX_RUN + 1);
+    expect_state_error(path, "/state/run holds 65537 values, at most 65536");
+    /* a float32 list is read as float64 (same checksum as the doubles it holds) */
+    replace_run(path, H5T_IEEE_F32LE, 1, 4);
+    rehash_root(path, make_state(7));
+    jt_ckpt_state st = {0};
+    char err[1024] = "";
+    if (jt_ckpt_read_state(path, &st, err, sizeof err) != JT_OK) fail_msg("read: %s", err);
+    assert_int_equal(st.n_run, 4);
+    jt_ckpt_state_free(&st);
+    /* a group called run */
+    save_run(fx->dir, 7, 6, path, sizeof path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
+    assert_true(f >= 0 && H5Ldelete(f, "state/run", H5P_DEFAULT) >= 0);
+    hid_t g = H5Gcreate2(f, "state/run", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    assert_true(g >= 0);
+    H5Gclose(g);
+    assert_true(H5Fclose(f) >= 0);
+    expect_state_error(path, "/state/run is not a data set");
+}
+
+/* A run state with Inf/NaN is never written: exit code 5, latest stays. */
+static void test_run_state_nonfinite_not_saved(void **state) {
+    fixture *fx = *state;
+    jt_params p;
+    build(&p, MODEL_BASE);
+    fill(&p, 3);
+    save_ok(fx->dir, &p, 1, 3);
+    double run[3] = {1.0, 2.0, INFINITY};
+    jt_ckpt_state st = make_state(2);
+    st.run = run;
+    st.n_run = 3;
+    char err[1024] = "", path[1024] = "x";
+    assert_int_equal(jt_ckpt_save(fx->dir, &p, &st, 3, path, sizeof path, err, sizeof err),
+                     JT_ENUMERIC);
+    if (!strstr(err, "checkpoint at step 2 not written: state/run[2] is inf"))
+        fail_msg("error '%s'", err);
+    run[2] = 3.0;
+    run[0] = NAN;
+    assert_int_equal(jt_ckpt_save(fx->dir, &p, &st, 3, path, sizeof path, err, sizeof err),
+                     JT_ENUMERIC);
+    assert_non_null(strstr(err, "state/run[0] is nan"));
+    assert_string_equal(path, "");
+    assert_int_equal(count_entries(fx->dir), 2);
+    assert_latest(fx->dir, "ckpt-00000001.h5");
+    jt_params_free(&p);
+}
+
+/* ---- the best pointer ---- */
+
+static void write_best_ok(const char *dir, const char *name) {
+    char err[1024] = "";
+    if (jt_ckpt_write_best(dir, name, err, sizeof err) != JT_OK)
+        fail_msg("write_best %s: %s", name, err);
+}
+
+static void test_best_survives_pruning(void **state) {
+    fixture *fx = *state;
+    char dir[256], err[1024] = "", in[512], out[1024], want[1024];
+    snprintf(dir, sizeof dir, "%s/run", fx->dir);
+    jt_params p;
+    build(&p, MODEL_BASE);
+    fill(&p, 10);
+    save_ok(dir, &p, 10, 2);
+    write_best_ok(dir, "ckpt-00000010.h5");
+    for (uint64_t s = 20; s <= 60; s += 10) {
+        fill(&p, (uint32_t)s);
+        save_ok(dir, &p, s, 2);
+    }
+    /* keep 2: the newest two, plus best's target */
+    assert_int_equal(count_entries(dir), 5);
+    assert_true(exists(dir, "ckpt-00000010.h5") && exists(dir, "ckpt-00000050.h5") &&
+                exists(dir, "ckpt-00000060.h5") && exists(dir, "best"));
+    assert_latest(dir, "ckpt-00000060.h5");
+    /* resolve: a best file gives its target, by absolute and relative path */
+    snprintf(in, sizeof in, "%s/best", dir);
+    snprintf(want, sizeof want, "%s/ckpt-00000010.h5", dir);
+    if (jt_ckpt_resolve(in, out, sizeof out, err, sizeof err) != JT_OK)
+        fail_msg("resolve %s: %s", in, err);
+    assert_string_equal(out, want);
+    char cwd[1024];
+    assert_non_null(getcwd(cwd, sizeof cwd));
+    assert_int_equal(chdir(dir), 0);
+    assert_int_equal(jt_ckpt_resolve("best", out, sizeof out, err, sizeof err), JT_OK);
+    assert_string_equal(out, "ckpt-00000010.h5");
+    assert_int_equal(chdir(cwd), 0);
+    /* the folder still means latest, and --resume auto takes the newest, not best */
+    assert_int_equal(jt_ckpt_resolve(dir, out, sizeof out, err, sizeof err), JT_OK);
+    snprintf(want, sizeof want, "%s/ckpt-00000060.h5", dir);
+    assert_string_equal(out, want);
+    expect_resume(dir, 60, NULL);
+    /* best's target is what it was saved as */
+    jt_params q, ref;
+    build(&q, MODEL_BASE);
+    build(&ref, MODEL_BASE);
+    fill(&ref, 10);
+    jt_ckpt_state st = {0};
+    snprintf(in, sizeof in, "%s/best", dir);
+    assert_int_equal(jt_ckpt_resolve(in, out, sizeof out, err, sizeof err), JT_OK);
+    if (jt_ckpt_load(out, &q, &st, err, sizeof err) != JT_OK) fail_msg("load: %s", err);
+    assert_int_equal(st.step, 10);
+    assert_same_buffers(&q, &ref);
+    jt_ckpt_state_free(&st);
+    /* best moves to the newest: the old target goes with the next prune; keep still 2 */
+    write_best_ok(dir, "ckpt-00000060.h5");
+    save_ok(dir, &p, 70, 2);
+    assert_int_equal(count_entries(dir), 4);
+    assert_true(exists(dir, "ckpt-00000060.h5") && exists(dir, "ckpt-00000070.h5"));
+    /* best on the older of the two kept: it survives being pushed out of the newest keep */
+    save_ok(dir, &p, 80, 2);
+    assert_int_equal(count_entries(dir), 5);
+    assert_true(exists(dir, "ckpt-00000060.h5") && exists(dir, "ckpt-00000070.h5") &&
+                exists(dir, "ckpt-00000080.h5"));
+    /* a corrupt or dangling best protects nothing and is reported by resolve */
+    write_text(dir, "best", "garbage\n");
+    save_ok(dir, &p, 90, 2);
+    assert_int_equal(count_entries(dir), 4);
+    assert_false(exists(dir, "ckpt-00000060.h5"));
+    assert_int_equal(jt_ckpt_resolve(in, out, sizeof out, err, sizeof err), JT_ECKPT);
+    if (!strstr(err, in) || !strstr(err, "is corrupt")) fail_msg("error '%s'", err);
+    write_text(dir, "best", "ckpt-00000060.h5\n");
+    assert_int_equal(jt_ckpt_resolve(in, out, sizeof out, err, sizeof err), JT_ECKPT);
+    assert_non_null(strstr(err, "ckpt-00000060.h5, which does not exist"));
+    /* some other text file is neither */
+    write_text(dir, "notes", "garbage\n");
+    snprintf(in, sizeof in, "%s/notes", dir);
+    assert_int_equal(jt_ckpt_resolve(in, out, sizeof out, err, sizeof err), JT_ECKPT);
+    assert_non_null(strstr(err, "not an HDF5 file (nor a latest or best file naming one)"));
+    unlink(in);
+    /* write_best refuses what is not a checkpoint of dir, and leaves best alone */
+    write_best_ok(dir, "ckpt-00000090.h5");
+    assert_int_equal(jt_ckpt_write_best(dir, "ckpt-00000060.h5", err, sizeof err), JT_ECKPT);
+    assert_non_null(strstr(err, "ckpt-00000060.h5"));
+    assert_int_equal(jt_ckpt_write_best(dir, "../x/ckpt-00000090.h5", err, sizeof err),
+                     JT_ECKPT);
+    assert_int_equal(jt_ckpt_write_best(dir, "latest", err, sizeof err), JT_ECKPT);
+    snprintf(in, sizeof in, "%s/best", dir);
+    snprintf(want, sizeof want, "%s/ckpt-00000090.h5", dir);
+    assert_int_equal(jt_ckpt_resolve(in, out, sizeof out, err, sizeof err), JT_OK);
+    assert_string_equal(out, want);
+    assert_int_equal(count_entries(dir), 4); /* no temp file left */
+    /* --overwrite removes best too */
+    assert_int_equal(jt_ckpt_remove_all(dir, err, sizeof err), JT_OK);
+    assert_int_equal(count_entries(dir), 0);
+    jt_params_free(&p);
+    jt_params_free(&q);
+    jt_params_free(&ref);
 }
 
 /* The watchdog's liveness counter moves while a checkpoint is written and read. */
@@ -1287,6 +1712,11 @@ int main(void) {
                                         teardown),
         cmocka_unit_test_setup_teardown(test_clean_stale_temp_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scan_and_remove_all, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_state_round_trip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_state_absent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_state_rejected, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_run_state_nonfinite_not_saved, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_best_survives_pruning, setup, teardown),
         cmocka_unit_test_setup_teardown(test_progress_while_saving_and_loading, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_disk_prunes_first, setup, teardown),
         cmocka_unit_test_setup_teardown(test_full_disk_keep_all, setup, teardown),
