@@ -5,7 +5,9 @@
  * integers, bit-identical doubles): doubles are written with the fewest digits (up to 17, as
  * %.17g) that strtod reads back exactly, whole numbers up to 1e15 in full (600, not 6e+02). Layer settings are written back in config syntax with
  * the kind's own key names: numbers only when set (0 means "not given", the kind's default),
- * padding and return_sequences always, as the word the config accepts. */
+ * padding and return_sequences always, as the word the config accepts. train.schedule and
+ * train.balance are always written, with only the keys their name / method allows (any other
+ * would be refused on reading back); train.early_stop and checkpoint.best only when set. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -171,6 +173,12 @@ static void emit_layers(jt_emit *e, const jt_layer_cfg *ls, size_t n) {
     seq_end(e);
 }
 
+/* The metric and mode keys of checkpoint.best / train.early_stop (mode always). */
+static void emit_metric(jt_emit *e, const jt_metric_cfg *m) {
+    kv_str(e, "metric", m->text);
+    kv_str(e, "mode", m->maximize ? "max" : "min");
+}
+
 static void emit_config(jt_emit *e, const jt_config *c) {
     yaml_event_t ev;
     emit(e, &ev, yaml_stream_start_event_initialize(&ev, YAML_UTF8_ENCODING));
@@ -235,6 +243,40 @@ static void emit_config(jt_emit *e, const jt_config *c) {
     kv_long(e, "eval_every", c->train.eval_every);
     kv_long(e, "threads", c->train.threads);
     kv_double(e, "watchdog_s", c->train.watchdog_s);
+    kv_long(e, "accumulate", c->train.accumulate);
+    /* schedule and balance: always, with only the keys their name / method allows */
+    static const char *const sched[] = {"constant", "cosine", "step", "linear"};
+    static const char *const balance[] = {"fixed", "uncertainty", "dwa", "gradnorm"};
+    const jt_schedule_cfg *s = &c->train.schedule;
+    key(e, "schedule");
+    map_start(e, 1);
+    kv_str(e, "name", sched[s->name]);
+    kv_long(e, "warmup_steps", s->warmup_steps);
+    if (s->name == JT_SCHED_COSINE || s->name == JT_SCHED_LINEAR) kv_double(e, "min_lr", s->min_lr);
+    if (s->name == JT_SCHED_STEP) {
+        kv_long(e, "step_size", s->step_size);
+        kv_double(e, "gamma", s->gamma);
+    }
+    map_end(e);
+    key(e, "balance");
+    map_start(e, 1);
+    kv_str(e, "method", balance[c->train.balance.method]);
+    if (c->train.balance.method == JT_BALANCE_DWA) {
+        kv_double(e, "temperature", c->train.balance.temperature);
+        kv_long(e, "window", c->train.balance.window);
+    }
+    if (c->train.balance.method == JT_BALANCE_GRADNORM)
+        kv_double(e, "alpha", c->train.balance.alpha);
+    map_end(e);
+    key(e, "pcgrad");
+    scalar_styled(e, c->train.pcgrad ? "true" : "false", YAML_PLAIN_SCALAR_STYLE);
+    if (c->train.early_stop.metric.kind != JT_METRIC_NONE) { /* off: no key (metric is required) */
+        key(e, "early_stop");
+        map_start(e, 1);
+        emit_metric(e, &c->train.early_stop.metric);
+        kv_long(e, "patience", c->train.early_stop.patience);
+        map_end(e);
+    }
     map_end(e);
 
     key(e, "checkpoint");
@@ -242,6 +284,12 @@ static void emit_config(jt_emit *e, const jt_config *c) {
     kv_str(e, "dir", c->checkpoint.dir);
     kv_long(e, "every_steps", c->checkpoint.every_steps);
     kv_long(e, "keep", c->checkpoint.keep);
+    if (c->checkpoint.best.kind != JT_METRIC_NONE) { /* off: no key (metric is required) */
+        key(e, "best");
+        map_start(e, 1);
+        emit_metric(e, &c->checkpoint.best);
+        map_end(e);
+    }
     map_end(e);
 
     key(e, "log");

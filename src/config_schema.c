@@ -27,7 +27,7 @@ _Static_assert(JT_CONFIG_MAX_ARRAYS <= JT_MODEL_MAX_ARRAYS &&
 
 #define JT_KEY_MAX 384 /* a dotted key in a message */
 
-typedef enum { JT_RANGE_POS, JT_RANGE_NONNEG, JT_RANGE_UNIT } jt_range;
+typedef enum { JT_RANGE_POS, JT_RANGE_NONNEG, JT_RANGE_UNIT, JT_RANGE_UNIT_POS } jt_range;
 
 static const char *const k_root[] = {"data", "model", "train", "checkpoint", "log", NULL};
 static const char *const k_data[] = {"file", "train", "eval", NULL};
@@ -36,9 +36,18 @@ static const char *const k_block[] = {"input", "layers", NULL};
 static const char *const k_head[] = {"input", "target", "weight", "layers", NULL};
 static const char *const k_train[] = {"epochs",     "steps",      "batch_size", "seed",
                                       "optimizer",  "clip_norm",  "eval_every", "threads",
-                                      "watchdog_s", NULL};
+                                      "watchdog_s", "accumulate", "schedule",   "balance",
+                                      "pcgrad",     "early_stop", NULL};
 static const char *const k_optim[] = {"name", "lr", "beta1", "beta2", "eps", "weight_decay", NULL};
-static const char *const k_ckpt[] = {"dir", "every_steps", "keep", NULL};
+static const char *const k_sched[] = {"name", "warmup_steps", "min_lr", "step_size", "gamma", NULL};
+static const char *const k_balance[] = {"method", "temperature", "window", "alpha", NULL};
+static const char *const k_early[] = {"metric", "mode", "patience", NULL};
+static const char *const k_ckpt[] = {"dir", "every_steps", "keep", "best", NULL};
+static const char *const k_best[] = {"metric", "mode", NULL};
+/* The words of train.schedule.name and train.balance.method, in enum order. */
+static const char *const w_sched[] = {"constant", "cosine", "step", "linear", NULL};
+static const char *const w_balance[] = {"fixed", "uncertainty", "dwa", "gradnorm", NULL};
+static const char *const w_mode[] = {"max", "min", NULL};
 static const char *const k_log[] = {"every_steps", "metrics", "trace", NULL};
 
 /* The 1-based index of node n in d->doc (nodes live in one array). */
@@ -258,20 +267,29 @@ static jt_status get_double(jt_cfg_doc *d, yaml_node_t *map, const char *path, c
     join(full, path, key);
     const char *what = r == JT_RANGE_POS      ? "a number > 0"
                        : r == JT_RANGE_NONNEG ? "a number >= 0"
-                                              : "a number in [0, 1)";
+                       : r == JT_RANGE_UNIT   ? "a number in [0, 1)"
+                                              : "a number in (0, 1]";
     double x;
     if (!is_plain(v) || is_null(v) || jt_parse_double(text(v), &x) != 0)
         return expected(d, v, full, what);
-    int ok = r == JT_RANGE_POS ? x > 0 : r == JT_RANGE_NONNEG ? x >= 0 : (x >= 0 && x < 1);
+    int ok = r == JT_RANGE_POS      ? x > 0
+             : r == JT_RANGE_NONNEG ? x >= 0
+             : r == JT_RANGE_UNIT   ? (x >= 0 && x < 1)
+                                    : (x > 0 && x <= 1);
     if (!ok) return expected(d, v, full, what);
     float f = (float)x;
-    ok = r == JT_RANGE_POS ? f > 0 && f <= FLT_MAX : r == JT_RANGE_NONNEG ? f <= FLT_MAX : f < 1;
+    ok = r == JT_RANGE_POS      ? f > 0 && f <= FLT_MAX
+         : r == JT_RANGE_NONNEG ? f <= FLT_MAX
+         : r == JT_RANGE_UNIT   ? f < 1
+                                : f > 0;
     if (!ok)
         return expected(d, v, full,
                         r == JT_RANGE_POS      ? "a number > 0 that a float holds (1.4e-45 to 3.4e+38)"
                         : r == JT_RANGE_NONNEG ? "a number >= 0 that a float holds (at most 3.4e+38)"
-                                               : "a number in [0, 1) that stays below 1 as a float "
-                                                 "(at most 0.99999994)");
+                        : r == JT_RANGE_UNIT   ? "a number in [0, 1) that stays below 1 as a float "
+                                                 "(at most 0.99999994)"
+                                               : "a number in (0, 1] that a float holds (at least "
+                                                 "1.4e-45)");
     *out = x;
     return JT_OK;
 }
@@ -291,6 +309,50 @@ static jt_status get_u64(jt_cfg_doc *d, yaml_node_t *map, const char *path, cons
     if (errno || *end) return expected(d, v, full, what);
     *out = (uint64_t)x;
     return JT_OK;
+}
+
+/* Reads map.key (if given) as one of the words of the NULL-terminated list; *out is its index. */
+static jt_status get_word(jt_cfg_doc *d, yaml_node_t *map, const char *path, const char *key,
+                          const char *const *words, int *out) {
+    yaml_node_t *v = get(d, map, key);
+    if (!v) return JT_OK;
+    char full[JT_KEY_MAX], what[128] = "one of ";
+    join(full, path, key);
+    for (size_t i = 0; words[i]; i++) {
+        size_t used = strlen(what);
+        snprintf(what + used, sizeof what - used, "%s%s", i ? ", " : "", words[i]);
+    }
+    if (v->type == YAML_SCALAR_NODE && !is_null(v) && strlen(text(v)) == v->data.scalar.length)
+        for (int i = 0; words[i]; i++)
+            if (!strcmp(text(v), words[i])) {
+                *out = i;
+                return JT_OK;
+            }
+    return expected(d, v, full, what);
+}
+
+/* Reads map.key (if given) as a YAML boolean: the plain words true or false, nothing else (no
+ * yes/no/on/off, no quoted "true"), as the layers' true/false settings. */
+static jt_status get_bool(jt_cfg_doc *d, yaml_node_t *map, const char *path, const char *key,
+                          int *out) {
+    yaml_node_t *v = get(d, map, key);
+    if (!v) return JT_OK;
+    char full[JT_KEY_MAX];
+    join(full, path, key);
+    if (is_plain(v) && !strcmp(text(v), "true")) *out = 1;
+    else if (is_plain(v) && !strcmp(text(v), "false")) *out = 0;
+    else return expected(d, v, full, "true or false");
+    return JT_OK;
+}
+
+/* "<path>.<key>: only for <what> (<actual>)" at the key, when mapping map has it. */
+static jt_status only_for(jt_cfg_doc *d, yaml_node_t *map, const char *path, const char *key,
+                          const char *what, const char *actual) {
+    yaml_node_t *k = get_key(d, map, key);
+    if (!k) return JT_OK;
+    char full[JT_KEY_MAX];
+    join(full, path, key);
+    return jt_cfg_fail(d, k, full, "only for %s (%s)", what, actual);
 }
 
 /* Block and head names: [A-Za-z0-9_-]+, shorter than JT_NAME_MAX. */
@@ -609,6 +671,113 @@ static jt_status parse_model(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
     return st;
 }
 
+/* train.schedule (schedule.h): the name first, since it decides which keys are allowed. */
+static jt_status parse_schedule(jt_config *c, jt_cfg_doc *d, yaml_node_t *train) {
+    yaml_node_t *m = get(d, train, "schedule");
+    if (!m) return JT_OK;
+    const char *p = "train.schedule";
+    jt_schedule_cfg *s = &c->train.schedule;
+    int name = JT_SCHED_CONSTANT;
+    jt_status st;
+    if ((st = check_map(d, m, p, k_sched)) || (st = get_word(d, m, p, "name", w_sched, &name)))
+        return st;
+    s->name = (jt_sched_name)name;
+    char is[48];
+    snprintf(is, sizeof is, "the schedule is %s", w_sched[name]);
+    int annealed = s->name == JT_SCHED_COSINE || s->name == JT_SCHED_LINEAR;
+    if (!annealed && (st = only_for(d, m, p, "min_lr", "schedules cosine and linear", is)))
+        return st;
+    if (s->name != JT_SCHED_STEP && ((st = only_for(d, m, p, "step_size", "schedule step", is)) ||
+                                     (st = only_for(d, m, p, "gamma", "schedule step", is))))
+        return st;
+    if (s->name == JT_SCHED_STEP && !get(d, m, "step_size"))
+        return missing(d, get_key(d, train, "schedule"), p, "step_size");
+    if ((st = get_long(d, m, p, "warmup_steps", 0, JT_CONFIG_MAX_STEPS, &s->warmup_steps)) ||
+        (st = get_long(d, m, p, "step_size", 1, JT_CONFIG_MAX_STEPS, &s->step_size)) ||
+        (st = get_double(d, m, p, "gamma", JT_RANGE_UNIT_POS, &s->gamma)) ||
+        (st = get_double(d, m, p, "min_lr", JT_RANGE_NONNEG, &s->min_lr)))
+        return st;
+    if (s->min_lr >= c->train.adam.lr) {
+        char what[96];
+        snprintf(what, sizeof what, "a number < train.optimizer.lr (%.9g)", c->train.adam.lr);
+        return expected(d, get(d, m, "min_lr"), "train.schedule.min_lr", what);
+    }
+    return JT_OK;
+}
+
+/* train.balance (README "Multi-task training"): the method first, since it decides which keys
+ * are allowed. */
+static jt_status parse_balance(jt_config *c, jt_cfg_doc *d, yaml_node_t *train) {
+    yaml_node_t *m = get(d, train, "balance");
+    if (!m) return JT_OK;
+    const char *p = "train.balance";
+    int method = JT_BALANCE_FIXED;
+    jt_status st;
+    if ((st = check_map(d, m, p, k_balance)) ||
+        (st = get_word(d, m, p, "method", w_balance, &method)))
+        return st;
+    c->train.balance.method = (jt_balance_method)method;
+    char is[48];
+    snprintf(is, sizeof is, "the method is %s", w_balance[method]);
+    if (method != JT_BALANCE_DWA && ((st = only_for(d, m, p, "temperature", "method dwa", is)) ||
+                                     (st = only_for(d, m, p, "window", "method dwa", is))))
+        return st;
+    if (method != JT_BALANCE_GRADNORM && (st = only_for(d, m, p, "alpha", "method gradnorm", is)))
+        return st;
+    if ((st = get_double(d, m, p, "temperature", JT_RANGE_POS, &c->train.balance.temperature)) ||
+        (st = get_long(d, m, p, "window", 0, JT_CONFIG_MAX_STEPS, &c->train.balance.window)) ||
+        (st = get_double(d, m, p, "alpha", JT_RANGE_NONNEG, &c->train.balance.alpha)))
+        return st;
+    return JT_OK;
+}
+
+/* map.metric (required; `at` is the key of map, where a missing one is reported) and map.mode
+ * of checkpoint.best or train.early_stop into *out. The heads are parsed already. */
+static jt_status parse_metric(const jt_config *c, jt_cfg_doc *d, yaml_node_t *map, yaml_node_t *at,
+                              const char *path, jt_metric_cfg *out) {
+    char full[JT_KEY_MAX];
+    join(full, path, "metric");
+    yaml_node_t *v = get(d, map, "metric");
+    if (!v) return missing(d, at, path, "metric");
+    jt_status st = get_string(d, map, path, "metric", out->text, sizeof out->text);
+    if (st != JT_OK) return st;
+    const char *form = "HEAD.accuracy, HEAD.loss (HEAD a head of model.heads) or loss";
+    const char *dot = strchr(out->text, '.');
+    if (!dot) {
+        if (strcmp(out->text, "loss") != 0) return expected(d, v, full, form);
+        out->kind = JT_METRIC_LOSS;
+        out->head = -1;
+    } else {
+        if (!strcmp(dot + 1, "accuracy")) out->kind = JT_METRIC_ACCURACY;
+        else if (!strcmp(dot + 1, "loss")) out->kind = JT_METRIC_LOSS;
+        else return expected(d, v, full, form);
+        size_t len = (size_t)(dot - out->text);
+        out->head = -1;
+        for (size_t i = 0; i < c->n_heads; i++)
+            if (strlen(c->heads[i].name) == len && !strncmp(c->heads[i].name, out->text, len))
+                out->head = (int)i;
+        if (out->head < 0) {
+            char list[400] = "";
+            for (size_t i = 0; i < c->n_heads; i++) {
+                size_t used = strlen(list);
+                snprintf(list + used, sizeof list - used, "%s%s", i ? ", " : "", c->heads[i].name);
+            }
+            return jt_cfg_fail(d, v, full, "'%.*s' is not a head of model.heads (heads: %s)",
+                               (int)(len < 80 ? len : 80), out->text, list);
+        }
+    }
+    int mode = out->kind == JT_METRIC_ACCURACY ? 0 : 1; /* w_mode: max, min */
+    if ((st = get_word(d, map, path, "mode", w_mode, &mode)) != JT_OK) return st;
+    out->maximize = mode == 0;
+    return JT_OK;
+}
+
+/* "<path>: needs train.eval_every > 0: ..." at `at`. */
+static jt_status needs_evals(jt_cfg_doc *d, yaml_node_t *at, const char *path) {
+    return jt_cfg_fail(d, at, path,
+                       "needs train.eval_every > 0: the metric comes from the evaluations");
+}
+
 static jt_status parse_train(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
     yaml_node_t *s = get(d, root, "train");
     if (!s) return missing(d, root, "train", "batch_size");
@@ -639,22 +808,40 @@ static jt_status parse_train(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
         (st = get_double(d, s, "train", "watchdog_s", JT_RANGE_NONNEG, &c->train.watchdog_s)))
         return st;
 
+    if ((st = get_long(d, s, "train", "accumulate", 1, 1L << 20, &c->train.accumulate)) ||
+        (st = get_bool(d, s, "train", "pcgrad", &c->train.pcgrad)))
+        return st;
+
     yaml_node_t *o = get(d, s, "optimizer");
-    if (!o) return JT_OK;
-    const char *p = "train.optimizer";
-    jt_adam_opts *a = &c->train.adam;
-    char name[JT_NAME_MAX] = "adam";
-    if ((st = check_map(d, o, p, k_optim)) || (st = get_string(d, o, p, "name", name, sizeof name)))
-        return st;
-    if (strcmp(name, "adam") != 0)
-        return jt_cfg_fail(d, get(d, o, "name"), "train.optimizer.name",
-                           "expected adam (the only optimizer), found '%s'", name);
-    if ((st = get_double(d, o, p, "lr", JT_RANGE_POS, &a->lr)) ||
-        (st = get_double(d, o, p, "beta1", JT_RANGE_UNIT, &a->beta1)) ||
-        (st = get_double(d, o, p, "beta2", JT_RANGE_UNIT, &a->beta2)) ||
-        (st = get_double(d, o, p, "eps", JT_RANGE_POS, &a->eps)) ||
-        (st = get_double(d, o, p, "weight_decay", JT_RANGE_NONNEG, &a->weight_decay)))
-        return st;
+    if (o) {
+        const char *p = "train.optimizer";
+        jt_adam_opts *a = &c->train.adam;
+        char name[JT_NAME_MAX] = "adam";
+        if ((st = check_map(d, o, p, k_optim)) ||
+            (st = get_string(d, o, p, "name", name, sizeof name)))
+            return st;
+        if (strcmp(name, "adam") != 0)
+            return jt_cfg_fail(d, get(d, o, "name"), "train.optimizer.name",
+                               "expected adam (the only optimizer), found '%s'", name);
+        if ((st = get_double(d, o, p, "lr", JT_RANGE_POS, &a->lr)) ||
+            (st = get_double(d, o, p, "beta1", JT_RANGE_UNIT, &a->beta1)) ||
+            (st = get_double(d, o, p, "beta2", JT_RANGE_UNIT, &a->beta2)) ||
+            (st = get_double(d, o, p, "eps", JT_RANGE_POS, &a->eps)) ||
+            (st = get_double(d, o, p, "weight_decay", JT_RANGE_NONNEG, &a->weight_decay)))
+            return st;
+    }
+    if ((st = parse_schedule(c, d, s)) || (st = parse_balance(c, d, s))) return st;
+    yaml_node_t *es = get(d, s, "early_stop");
+    if (es) {
+        const char *p = "train.early_stop";
+        yaml_node_t *ek = get_key(d, s, "early_stop");
+        if ((st = check_map(d, es, p, k_early))) return st;
+        if ((st = parse_metric(c, d, es, ek, p, &c->train.early_stop.metric))) return st;
+        if (!get(d, es, "patience")) return missing(d, ek, p, "patience");
+        if ((st = get_long(d, es, p, "patience", 1, LONG_MAX, &c->train.early_stop.patience)))
+            return st;
+        if (c->train.eval_every == 0) return needs_evals(d, ek, p);
+    }
     return JT_OK;
 }
 
@@ -680,6 +867,14 @@ static jt_status parse_output(jt_config *c, jt_cfg_doc *d, yaml_node_t *root) {
               (st = get_long(d, s, "checkpoint", "every_steps", 0, LONG_MAX, &c->checkpoint.every_steps)) ||
               (st = get_long(d, s, "checkpoint", "keep", 1, LONG_MAX, &c->checkpoint.keep))))
         return st;
+    yaml_node_t *b = get(d, s, "best");
+    if (b) {
+        yaml_node_t *bk = get_key(d, s, "best");
+        if ((st = check_map(d, b, "checkpoint.best", k_best)) ||
+            (st = parse_metric(c, d, b, bk, "checkpoint.best", &c->checkpoint.best)))
+            return st;
+        if (c->train.eval_every == 0) return needs_evals(d, bk, "checkpoint.best");
+    }
     if (!c->checkpoint.dir[0] && (st = default_dir(c, d)) != JT_OK) return st;
 
     s = get(d, root, "log");
@@ -703,6 +898,10 @@ jt_status jt_cfg_from_doc(jt_config *c, jt_cfg_doc *d) {
     c->train.seed = 1;
     c->train.adam = jt_adam_default_opts();
     c->train.watchdog_s = 600;
+    c->train.accumulate = 1;
+    c->train.schedule.gamma = 0.1;
+    c->train.balance.temperature = 2;
+    c->train.balance.alpha = 1.5;
     c->checkpoint.keep = 3;
     c->log.every_steps = 50;
 

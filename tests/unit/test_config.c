@@ -481,6 +481,13 @@ static void assert_layers_equal(const jt_layer_cfg *a, const jt_layer_cfg *b, si
     }
 }
 
+static void assert_metric_equal(const jt_metric_cfg *a, const jt_metric_cfg *b) {
+    assert_int_equal(a->kind, b->kind);
+    assert_int_equal(a->head, b->head);
+    assert_int_equal(a->maximize, b->maximize);
+    assert_string_equal(a->text, b->text);
+}
+
 static void assert_config_equal(const jt_config *a, const jt_config *b) {
     assert_string_equal(a->data.file, b->data.file);
     assert_string_equal(a->data.train, b->data.train);
@@ -510,6 +517,20 @@ static void assert_config_equal(const jt_config *a, const jt_config *b) {
     assert_int_equal(a->train.eval_every, b->train.eval_every);
     assert_int_equal(a->train.threads, b->train.threads);
     assert_true(a->train.watchdog_s == b->train.watchdog_s);
+    assert_int_equal(a->train.accumulate, b->train.accumulate);
+    assert_int_equal(a->train.schedule.name, b->train.schedule.name);
+    assert_int_equal(a->train.schedule.warmup_steps, b->train.schedule.warmup_steps);
+    assert_true(a->train.schedule.min_lr == b->train.schedule.min_lr);
+    assert_int_equal(a->train.schedule.step_size, b->train.schedule.step_size);
+    assert_true(a->train.schedule.gamma == b->train.schedule.gamma);
+    assert_int_equal(a->train.balance.method, b->train.balance.method);
+    assert_true(a->train.balance.temperature == b->train.balance.temperature);
+    assert_int_equal(a->train.balance.window, b->train.balance.window);
+    assert_true(a->train.balance.alpha == b->train.balance.alpha);
+    assert_int_equal(a->train.pcgrad, b->train.pcgrad);
+    assert_metric_equal(&a->train.early_stop.metric, &b->train.early_stop.metric);
+    assert_int_equal(a->train.early_stop.patience, b->train.early_stop.patience);
+    assert_metric_equal(&a->checkpoint.best, &b->checkpoint.best);
     assert_string_equal(a->checkpoint.dir, b->checkpoint.dir);
     assert_int_equal(a->checkpoint.every_steps, b->checkpoint.every_steps);
     assert_int_equal(a->checkpoint.keep, b->checkpoint.keep);
@@ -600,6 +621,353 @@ static void test_round_trip(void **state) {
     jt_config_free(&c);
 }
 
+/* Two heads, evaluations every 10 steps, lr 0.01; the multi-task keys go after line 12 (mt()). */
+static const char *MT = "data: {file: d.h5}\n"                               /*  1 */
+                        "model:\n"                                          /*  2 */
+                        "  blocks:\n"                                       /*  3 */
+                        "    trunk: {input: image, layers: [flatten]}\n"    /*  4 */
+                        "  heads:\n"                                        /*  5 */
+                        "    item: {input: trunk, target: label}\n"         /*  6 */
+                        "    speaker: {input: trunk, target: spk}\n"        /*  7 */
+                        "train:\n"                                          /*  8 */
+                        "  steps: 100\n"                                    /*  9 */
+                        "  batch_size: 8\n"                                 /* 10 */
+                        "  eval_every: 10\n"                                /* 11 */
+                        "  optimizer: {lr: 0.01}\n";                        /* 12 */
+
+/* MT followed by `tail` (its first line is line 13). Caller frees. */
+static char *mt(const char *tail) {
+    size_t n = strlen(MT) + strlen(tail) + 2;
+    char *s = malloc(n);
+    assert_non_null(s);
+    snprintf(s, n, "%s%s\n", MT, tail);
+    return s;
+}
+
+/* MT + tail must fail with a message containing the needles. */
+static void expect_mt_error(const char *tail, const char *n1, const char *n2, const char *n3) {
+    char *text = mt(tail);
+    expect_error(text, NULL, 0, n1, n2, n3);
+    free(text);
+}
+
+/* Every key of the multi-task features, lines 13 to 19. */
+static const char *MT_ALL =
+    "  accumulate: 4\n"                                                /* 13 */
+    "  schedule: {name: cosine, warmup_steps: 5, min_lr: 1e-5}\n"      /* 14 */
+    "  balance: {method: dwa, temperature: 3, window: 20}\n"           /* 15 */
+    "  pcgrad: true\n"                                                 /* 16 */
+    "  early_stop: {metric: speaker.accuracy, patience: 3}\n"          /* 17 */
+    "checkpoint:\n"                                                    /* 18 */
+    "  best: {metric: item.loss}";                                     /* 19 */
+
+static void test_multitask_defaults(void **state) {
+    (void)state;
+    jt_config c;
+    parse_ok(&c, MIN, NULL, 0);
+    assert_int_equal(c.train.accumulate, 1);
+    assert_int_equal(c.train.schedule.name, JT_SCHED_CONSTANT);
+    assert_int_equal(c.train.schedule.warmup_steps, 0);
+    assert_true(c.train.schedule.min_lr == 0.0);
+    assert_int_equal(c.train.schedule.step_size, 0);
+    assert_true(c.train.schedule.gamma == 0.1);
+    assert_int_equal(c.train.balance.method, JT_BALANCE_FIXED);
+    assert_true(c.train.balance.temperature == 2.0);
+    assert_int_equal(c.train.balance.window, 0);
+    assert_true(c.train.balance.alpha == 1.5);
+    assert_int_equal(c.train.pcgrad, 0);
+    assert_int_equal(c.train.early_stop.metric.kind, JT_METRIC_NONE);
+    assert_int_equal(c.train.early_stop.patience, 0);
+    assert_int_equal(c.checkpoint.best.kind, JT_METRIC_NONE);
+    /* the resolved config shows them all, only the keys the name / method allows; early_stop
+     * and best (off) not at all */
+    char *y = jt_config_to_yaml(&c);
+    assert_non_null(y);
+    assert_non_null(strstr(y, "  accumulate: 1\n"));
+    assert_non_null(strstr(y, "  schedule: {name: constant, warmup_steps: 0}\n"));
+    assert_non_null(strstr(y, "  balance: {method: fixed}\n"));
+    assert_non_null(strstr(y, "  pcgrad: false\n"));
+    assert_null(strstr(y, "early_stop"));
+    assert_null(strstr(y, "best"));
+    free(y);
+    jt_config_free(&c);
+    /* the default mode follows the metric: max for accuracy, min for a loss */
+    const char *sets[] = {"checkpoint.best={metric: loss}", "train.eval_every=1",
+                          "train.early_stop={metric: a.accuracy, patience: 1}"};
+    parse_ok(&c, MIN, sets, 3);
+    assert_int_equal(c.checkpoint.best.kind, JT_METRIC_LOSS);
+    assert_int_equal(c.checkpoint.best.head, -1);
+    assert_int_equal(c.checkpoint.best.maximize, 0);
+    assert_string_equal(c.checkpoint.best.text, "loss");
+    assert_int_equal(c.train.early_stop.metric.kind, JT_METRIC_ACCURACY);
+    assert_int_equal(c.train.early_stop.metric.head, 0);
+    assert_int_equal(c.train.early_stop.metric.maximize, 1);
+    assert_int_equal(c.train.early_stop.patience, 1);
+    jt_config_free(&c);
+}
+
+static void test_multitask_values(void **state) {
+    (void)state;
+    jt_config c;
+    char *text = mt(MT_ALL);
+    parse_ok(&c, text, NULL, 0);
+    assert_int_equal(c.train.accumulate, 4);
+    assert_int_equal(c.train.schedule.name, JT_SCHED_COSINE);
+    assert_int_equal(c.train.schedule.warmup_steps, 5);
+    assert_true(c.train.schedule.min_lr == 1e-5);
+    assert_int_equal(c.train.balance.method, JT_BALANCE_DWA);
+    assert_true(c.train.balance.temperature == 3.0);
+    assert_int_equal(c.train.balance.window, 20);
+    assert_int_equal(c.train.pcgrad, 1);
+    assert_int_equal(c.train.early_stop.metric.kind, JT_METRIC_ACCURACY);
+    assert_int_equal(c.train.early_stop.metric.head, 1);
+    assert_int_equal(c.train.early_stop.metric.maximize, 1);
+    assert_string_equal(c.train.early_stop.metric.text, "speaker.accuracy");
+    assert_int_equal(c.train.early_stop.patience, 3);
+    assert_int_equal(c.checkpoint.best.kind, JT_METRIC_LOSS);
+    assert_int_equal(c.checkpoint.best.head, 0);
+    assert_int_equal(c.checkpoint.best.maximize, 0);
+    assert_string_equal(c.checkpoint.best.text, "item.loss");
+    jt_config_free(&c);
+
+    /* the other schedules, methods and metrics; a mode against the metric's direction is the
+     * user's choice */
+    const char *sets[] = {"train.schedule={name: step, warmup_steps: 0, step_size: 7, gamma: 0.5}",
+                          "train.balance={method: gradnorm, alpha: 0}",
+                          "train.pcgrad=false",
+                          "train.accumulate=1048576",
+                          "train.early_stop={metric: loss, mode: max, patience: 1}",
+                          "checkpoint.best={metric: speaker.accuracy, mode: min}"};
+    parse_ok(&c, text, sets, 6);
+    assert_int_equal(c.train.schedule.name, JT_SCHED_STEP);
+    assert_int_equal(c.train.schedule.step_size, 7);
+    assert_true(c.train.schedule.gamma == 0.5);
+    assert_true(c.train.schedule.min_lr == 0.0);
+    assert_int_equal(c.train.balance.method, JT_BALANCE_GRADNORM);
+    assert_true(c.train.balance.alpha == 0.0);
+    assert_true(c.train.balance.temperature == 2.0); /* dwa's keys back to their defaults */
+    assert_int_equal(c.train.balance.window, 0);
+    assert_int_equal(c.train.pcgrad, 0);
+    assert_int_equal(c.train.accumulate, 1L << 20);
+    assert_int_equal(c.train.early_stop.metric.kind, JT_METRIC_LOSS);
+    assert_int_equal(c.train.early_stop.metric.head, -1);
+    assert_int_equal(c.train.early_stop.metric.maximize, 1);
+    assert_int_equal(c.checkpoint.best.kind, JT_METRIC_ACCURACY);
+    assert_int_equal(c.checkpoint.best.head, 1);
+    assert_int_equal(c.checkpoint.best.maximize, 0);
+    jt_config_free(&c);
+
+    const char *more[] = {"train.schedule={name: linear, min_lr: 0.001}",
+                          "train.balance.method=uncertainty", "train.balance.temperature=null",
+                          "train.balance.window=null"};
+    /* a null is never a value, so dwa's keys cannot be blanked out: replace the mapping. The
+     * key is the file's (line 15); --set replaced only its value */
+    expect_error(text, more, 4, SRC ":15: train.balance.temperature", "only for method dwa",
+                 "the method is uncertainty");
+    const char *more2[] = {"train.schedule={name: linear, min_lr: 0.001}",
+                           "train.balance={method: uncertainty}",
+                           "train.schedule.gamma=1"};
+    expect_error(text, more2, 3, SRC ":--set: train.schedule.gamma", "only for schedule step",
+                 NULL);
+    parse_ok(&c, text, more2, 2);
+    assert_int_equal(c.train.schedule.name, JT_SCHED_LINEAR);
+    assert_int_equal(c.train.schedule.warmup_steps, 0);
+    assert_true(c.train.schedule.min_lr == 0.001);
+    assert_int_equal(c.train.balance.method, JT_BALANCE_UNCERTAINTY);
+    jt_config_free(&c);
+    const char *gamma1 = "train.schedule={name: step, step_size: 1, gamma: 1}";
+    parse_ok(&c, text, &gamma1, 1);
+    assert_true(c.train.schedule.gamma == 1.0);
+    jt_config_free(&c);
+    free(text);
+}
+
+static void test_multitask_errors(void **state) {
+    (void)state;
+    /* train.accumulate */
+    expect_mt_error("  accumulate: 0",
+                    SRC ":13: train.accumulate: expected an integer in [1, 1048576], found '0'",
+                    NULL, NULL);
+    expect_mt_error("  accumulate: 1048577", SRC ":13:", "train.accumulate", "'1048577'");
+    expect_mt_error("  accumulate: 2.5", SRC ":13:", "train.accumulate", "'2.5'");
+
+    /* train.schedule */
+    expect_mt_error("  schedule: cosine",
+                    SRC ":13: train.schedule: expected a mapping, found 'cosine'", NULL, NULL);
+    expect_mt_error("  schedule: {name: exp}",
+                    SRC ":13: train.schedule.name: expected one of constant, cosine, step, "
+                        "linear, found 'exp'",
+                    NULL, NULL);
+    expect_mt_error("  schedule: {warmup: 3}", SRC ":13:", "train.schedule.warmup: unknown key",
+                    NULL);
+    expect_mt_error("  schedule: {warmup_steps: -1}", SRC ":13:",
+                    "train.schedule.warmup_steps: expected an integer in [0,", "'-1'");
+    expect_mt_error("  schedule:\n    name: constant\n    min_lr: 0.001", SRC ":15:",
+                    "train.schedule.min_lr: only for schedules cosine and linear",
+                    "the schedule is constant");
+    expect_mt_error("  schedule: {min_lr: 0}", SRC ":13:",
+                    "train.schedule.min_lr: only for schedules cosine and linear", NULL);
+    expect_mt_error("  schedule: {name: step, step_size: 2, min_lr: 0.001}", SRC ":13:",
+                    "train.schedule.min_lr: only for", "the schedule is step");
+    expect_mt_error("  schedule: {name: cosine, min_lr: 0.01}",
+                    SRC ":13: train.schedule.min_lr: expected a number < train.optimizer.lr "
+                        "(0.01), found '0.01'",
+                    NULL, NULL);
+    expect_mt_error("  schedule: {name: linear, min_lr: -1e-5}", SRC ":13:",
+                    "train.schedule.min_lr: expected a number >= 0", "'-1e-5'");
+    expect_mt_error("  schedule:\n    name: step\n    gamma: 0.5", SRC ":13:",
+                    "train.schedule.step_size: required key is missing", NULL);
+    expect_mt_error("  schedule: {name: step, step_size: 0}", SRC ":13:",
+                    "train.schedule.step_size: expected an integer in [1,", "'0'");
+    expect_mt_error("  schedule:\n    name: cosine\n    step_size: 7", SRC ":15:",
+                    "train.schedule.step_size: only for schedule step", "the schedule is cosine");
+    expect_mt_error("  schedule: {name: linear, gamma: 0.5}", SRC ":13:",
+                    "train.schedule.gamma: only for schedule step", NULL);
+    expect_mt_error("  schedule: {name: step, step_size: 2, gamma: 0}", SRC ":13:",
+                    "train.schedule.gamma: expected a number in (0, 1], found '0'", NULL);
+    expect_mt_error("  schedule: {name: step, step_size: 2, gamma: 1.5}", SRC ":13:",
+                    "train.schedule.gamma", "(0, 1]");
+    /* min_lr is checked against the lr in force, also one lowered by --set */
+    char *text = mt("  schedule: {name: cosine, min_lr: 0.001}");
+    const char *low = "train.optimizer.lr=0.0005";
+    expect_error(text, &low, 1, SRC ":13: train.schedule.min_lr", "< train.optimizer.lr (0.0005)",
+                 "'0.001'");
+    free(text);
+
+    /* train.balance */
+    expect_mt_error("  balance: {method: mgda}",
+                    SRC ":13: train.balance.method: expected one of fixed, uncertainty, dwa, "
+                        "gradnorm, found 'mgda'",
+                    NULL, NULL);
+    expect_mt_error("  balance: {method: dwa, alpha: 1}",
+                    SRC ":13: train.balance.alpha: only for method gradnorm", "the method is dwa",
+                    NULL);
+    expect_mt_error("  balance:\n    alpha: 1",
+                    SRC ":14: train.balance.alpha: only for method gradnorm", "the method is fixed",
+                    NULL);
+    expect_mt_error("  balance: {method: gradnorm, temperature: 2}",
+                    SRC ":13: train.balance.temperature: only for method dwa", NULL, NULL);
+    expect_mt_error("  balance: {method: uncertainty, window: 5}",
+                    SRC ":13: train.balance.window: only for method dwa", NULL, NULL);
+    expect_mt_error("  balance: {method: dwa, temperature: 0}",
+                    SRC ":13: train.balance.temperature: expected a number > 0, found '0'", NULL,
+                    NULL);
+    expect_mt_error("  balance: {method: dwa, window: -1}", SRC ":13:", "train.balance.window",
+                    "'-1'");
+    expect_mt_error("  balance: {method: gradnorm, alpha: -0.5}",
+                    SRC ":13: train.balance.alpha: expected a number >= 0, found '-0.5'", NULL,
+                    NULL);
+    expect_mt_error("  balance: {method: dwa, temp: 2}", SRC ":13:",
+                    "train.balance.temp: unknown key", NULL);
+    expect_mt_error("  balance: [dwa]", SRC ":13: train.balance: expected a mapping, found a list",
+                    NULL, NULL);
+
+    /* train.pcgrad: the YAML words true and false only */
+    expect_mt_error("  pcgrad: yes", SRC ":13: train.pcgrad: expected true or false, found 'yes'",
+                    NULL, NULL);
+    expect_mt_error("  pcgrad: 1", SRC ":13: train.pcgrad: expected true or false, found '1'", NULL,
+                    NULL);
+    expect_mt_error("  pcgrad: \"true\"", SRC ":13: train.pcgrad", "the quoted string 'true'",
+                    NULL);
+    expect_mt_error("  pcgrad:", SRC ":13: train.pcgrad: expected true or false, found nothing",
+                    NULL, NULL);
+
+    /* train.early_stop */
+    expect_mt_error("  early_stop: {patience: 3}",
+                    SRC ":13: train.early_stop.metric: required key is missing", NULL, NULL);
+    expect_mt_error("  early_stop: {metric: loss}",
+                    SRC ":13: train.early_stop.patience: required key is missing", NULL, NULL);
+    expect_mt_error("  early_stop:", SRC ":13: train.early_stop.metric: required key is missing",
+                    NULL, NULL);
+    expect_mt_error("  early_stop: {metric: loss, patience: 0}",
+                    SRC ":13: train.early_stop.patience: expected an integer >= 1, found '0'", NULL,
+                    NULL);
+    expect_mt_error("  early_stop:\n    metric: speker.accuracy\n    patience: 2",
+                    SRC ":14: train.early_stop.metric: 'speker' is not a head of model.heads "
+                        "(heads: item, speaker)",
+                    NULL, NULL);
+    expect_mt_error("  early_stop: {metric: item.f1, patience: 2}",
+                    SRC ":13: train.early_stop.metric: expected HEAD.accuracy, HEAD.loss",
+                    "found 'item.f1'", NULL);
+    expect_mt_error("  early_stop: {metric: accuracy, patience: 2}",
+                    SRC ":13: train.early_stop.metric: expected HEAD.accuracy", "found 'accuracy'",
+                    NULL);
+    expect_mt_error("  early_stop: {metric: item.loss.loss, patience: 2}",
+                    SRC ":13: train.early_stop.metric", "found 'item.loss.loss'", NULL);
+    expect_mt_error("  early_stop: {metric: loss, patience: 2, mode: up}",
+                    SRC ":13: train.early_stop.mode: expected one of max, min, found 'up'", NULL,
+                    NULL);
+    expect_mt_error("  early_stop: {metric: loss, patience: 2, delta: 0.1}", SRC ":13:",
+                    "train.early_stop.delta: unknown key", "metric, mode, patience");
+    expect_mt_error("  early_stop: loss",
+                    SRC ":13: train.early_stop: expected a mapping, found 'loss'", NULL, NULL);
+
+    /* checkpoint.best */
+    expect_mt_error("checkpoint:\n  best: {mode: max}",
+                    SRC ":14: checkpoint.best.metric: required key is missing", NULL, NULL);
+    expect_mt_error("checkpoint:\n  best: {metric: voice.loss}",
+                    SRC ":14: checkpoint.best.metric: 'voice' is not a head",
+                    "heads: item, speaker", NULL);
+    expect_mt_error("checkpoint:\n  best: {metric: loss, mode: lowest}",
+                    SRC ":14: checkpoint.best.mode: expected one of max, min", NULL, NULL);
+    expect_mt_error("checkpoint:\n  best: {metric: loss, patience: 2}", SRC ":14:",
+                    "checkpoint.best.patience: unknown key", "metric, mode");
+    expect_mt_error("checkpoint:\n  best: {metric: \"\"}",
+                    SRC ":14: checkpoint.best.metric: expected a string", NULL, NULL);
+
+    /* both need evaluations during the run */
+    const char *noeval = "train.eval_every=0";
+    text = mt(MT_ALL);
+    expect_error(text, &noeval, 1,
+                 SRC ":17: train.early_stop: needs train.eval_every > 0: the metric comes from "
+                     "the evaluations",
+                 NULL, NULL);
+    free(text);
+    text = mt("checkpoint:\n  best: {metric: item.accuracy}");
+    expect_error(text, &noeval, 1, SRC ":14: checkpoint.best: needs train.eval_every > 0", NULL,
+                 NULL);
+    free(text);
+}
+
+static void test_multitask_round_trip(void **state) {
+    (void)state;
+    char *text = mt(MT_ALL);
+    round_trip(text, NULL, 0);
+    jt_config c;
+    parse_ok(&c, text, NULL, 0);
+    char *y = jt_config_to_yaml(&c);
+    assert_non_null(y);
+    assert_non_null(strstr(y, "  accumulate: 4\n"));
+    assert_non_null(strstr(y, "  schedule: {name: cosine, warmup_steps: 5, min_lr: 1e-05}\n"));
+    assert_non_null(strstr(y, "  balance: {method: dwa, temperature: 3, window: 20}\n"));
+    assert_non_null(strstr(y, "  pcgrad: true\n"));
+    assert_non_null(
+        strstr(y, "  early_stop: {metric: speaker.accuracy, mode: max, patience: 3}\n"));
+    assert_non_null(strstr(y, "  best: {metric: item.loss, mode: min}\n"));
+    free(y);
+    jt_config_free(&c);
+
+    /* each schedule and method, both metric forms, a mode against the direction, doubles that
+     * need 17 digits */
+    const char *step[] = {"train.schedule={name: step, warmup_steps: 3, step_size: 7,"
+                          " gamma: 0.30000000000000004}",
+                          "train.balance={method: gradnorm, alpha: 0.1}",
+                          "train.early_stop={metric: loss, mode: max, patience: 9}",
+                          "checkpoint.best={metric: speaker.loss}"};
+    round_trip(text, step, 4);
+    const char *lin[] = {"train.schedule={name: linear, min_lr: 0.0012345678901234567}",
+                         "train.balance={method: uncertainty}", "train.pcgrad=false",
+                         "checkpoint.best={metric: loss, mode: max}"};
+    round_trip(text, lin, 4);
+    const char *cons[] = {"train.schedule={name: constant, warmup_steps: 100}",
+                          "train.balance={method: fixed}",
+                          "train.early_stop={metric: item.accuracy, mode: min, patience: 1}"};
+    round_trip(text, cons, 3);
+    const char *cos0[] = {"train.schedule={name: cosine}", "train.balance={method: dwa}"};
+    round_trip(text, cos0, 2);
+    free(text);
+}
+
 static void test_load_errors(void **state) {
     (void)state;
     jt_config c;
@@ -628,6 +996,8 @@ int main(void) {
         cmocka_unit_test(test_duplicates_and_names), cmocka_unit_test(test_yaml_syntax),
         cmocka_unit_test(test_layers),          cmocka_unit_test(test_set_overrides),
         cmocka_unit_test(test_round_trip),      cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_multitask_defaults), cmocka_unit_test(test_multitask_values),
+        cmocka_unit_test(test_multitask_errors),   cmocka_unit_test(test_multitask_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
