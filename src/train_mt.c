@@ -347,7 +347,7 @@ void jt_mt_print(const jt_mt *mt, const jt_model *m, double lr, FILE *out) {
 
 void jt_mt_json(const jt_mt *mt, const jt_model *m, double lr, FILE *json) {
     size_t H = mt->H;
-    fprintf(json, ", \"lr\": %.9g, \"weights\": {", lr);
+    fprintf(json, ", \"lr\": %.17g, \"weights\": {", lr);
     for (size_t h = 0; h < H; h++)
         fprintf(json, "%s\"%s\": %.6g", h ? ", " : "", head_name(m, h), mt->weight[h]);
     fprintf(json, "}");
