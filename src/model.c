@@ -296,6 +296,20 @@ static jt_status check_memory(jt_model *m, const jt_config *cfg, const jt_split 
     for (size_t k = 0; k < m->n_chains; k++) chain_buffers(&m->chains[k], max_n, 0, &acts, &ws);
     size_t params = jt_size_add(jt_size_mul(3, jt_alloc_floats_bytes(p->total)),
                                 jt_alloc_floats_bytes(jt_size_add(p->total, JT_PARAMS_CTRL)));
+    /* training's per-head gradients of the blocks that feed several heads (train_mt.h): heads
+     * x their parameters, and as much again for the longest such block (PCGrad's scratch) */
+    size_t shared = 0, longest = 0;
+    for (size_t k = 0; k < m->n_blocks; k++) {
+        const jt_chain *c = &m->chains[k];
+        if (!c->heads_fed || (c->heads_fed & (c->heads_fed - 1)) == 0) continue;
+        size_t n = 0;
+        for (size_t i = 0; i < c->n_layers; i++)
+            for (int j = 0; j < c->layers[i].n_params; j++)
+                n = jt_size_add(n, jt_size_add(p->views[c->layers[i].view[j]].size, 16));
+        shared = jt_size_add(shared, n);
+        if (n > longest) longest = n;
+    }
+    params = jt_size_add(params, jt_size_mul(m->n_heads * sizeof(float), jt_size_add(shared, longest)));
     size_t ckpt = jt_size_mul(2, jt_size_add(jt_size_mul(3 * sizeof(float), p->total),
                                              jt_size_mul(4096, 3 * p->n_views + 16)));
     size_t batches = jt_batcher_bytes(split, (size_t)cfg->train.batch_size, max_n);
@@ -330,10 +344,11 @@ static jt_status check_memory(jt_model *m, const jt_config *cfg, const jt_split 
     fmt_bytes(s_phys, sizeof s_phys, (size_t)phys);
     set_err(err, errlen,
             "%s: the model needs about %s per rank for batch %ld (%zu rows per rank): parameters "
-            "%s (weights, gradients, Adam m and v) and %s more for a checkpoint on rank 0, "
+            "%s (weights, gradients, Adam m and v%s) and %s more for a checkpoint on rank 0, "
             "activations %s, workspaces %s, batches %s; the largest layer is %s (%s); this "
             "machine has %s available of %s (%s)",
-            cfg->source, s_total, cfg->train.batch_size, max_n, s_params, s_ckpt, s_acts, s_ws,
+            cfg->source, s_total, cfg->train.batch_size, max_n, s_params,
+            shared ? ", per-head gradients of shared blocks" : "", s_ckpt, s_acts, s_ws,
             s_batches, big ? big->name : "-", s_big, s_avail, s_phys, source);
     return JT_EUSAGE;
 }

@@ -93,7 +93,8 @@ jt_status jt_model_open_data(const jt_config *cfg, const char *path, const char 
  * message for graphs that cannot be built (unknown input, cycle, shape mismatch, bad layer, a
  * layer whose sizes overflow), and for models that do not fit: before allocating anything large
  * it adds up the bytes of parameters (w, g, m, v), activations and their gradients for max_n
- * rows, workspaces, training's batch buffers and rank 0's checkpoint image, and refuses when that
+ * rows, workspaces, training's batch buffers and per-head gradients of the blocks that feed
+ * several heads (train_mt.h), and rank 0's checkpoint image, and refuses when that
  * is more than this process can have (jt_memory_info), naming the estimate, its parts, the
  * largest layer and the machine's memory. */
 jt_status jt_model_build(jt_model *m, const jt_config *cfg, const jt_split *split, size_t max_n,
