@@ -7,6 +7,7 @@
 
 #include "jtrain/comm.h"
 #include "jtrain/multitask.h"
+#include "jtrain/optim.h"
 
 static int popcount32(uint32_t x) {
     int n = 0;
@@ -129,12 +130,6 @@ void jt_mt_backward(jt_mt *mt, jt_model *m, const void *const *arrays, const uin
     zero_shared(mt, g);
 }
 
-static double norm_of(const float *x, size_t n) {
-    double s = 0;
-    for (size_t i = 0; i < n; i++) s += (double)x[i] * x[i];
-    return sqrt(s);
-}
-
 void jt_mt_after_sum(jt_mt *mt, jt_model *m, uint64_t step, int per_head, int log_step,
                      const double *L, const int *has) {
     size_t H = mt->H;
@@ -192,7 +187,7 @@ void jt_mt_after_sum(jt_mt *mt, jt_model *m, uint64_t step, int per_head, int lo
     }
     double gnorm[JT_CONFIG_MAX_HEADS];
     for (size_t h = 0; h < H; h++) {
-        double wn = norm_of(mt->gh + h * mt->S + mt->w_lo, mt->w_hi - mt->w_lo);
+        double wn = jt_grad_norm(mt->gh + h * mt->S + mt->w_lo, mt->w_hi - mt->w_lo);
         gnorm[h] = mt->weight[h] > 0 ? wn / mt->weight[h] : 0.0;
     }
     mt->gradnorm_loss = jt_mt_gradnorm_grad(bal, gnorm, L, mt->L0, H,
