@@ -12,14 +12,77 @@ static void usage(FILE *out) {
             "usage:\n"
             "  jtrain train CONFIG [--set KEY=VALUE]... [--resume auto|CHECKPOINT | --overwrite]\n"
             "  jtrain eval CHECKPOINT [--data FILE] [--split NAME] [--json]\n"
+            "  jtrain predict CHECKPOINT [--data FILE] [--split NAME] --out OUT.h5\n"
             "  jtrain summary CONFIG|CHECKPOINT\n"
             "  jtrain synth OUT.h5 [--train N] [--test N] [--seed S]\n"
-            "  jtrain --help | --version\n"
-            "Run train and eval under mpirun -np N (or srun) for data-parallel training.\n"
-            "A CHECKPOINT is a ckpt-N.h5 file, a run folder's `latest` or the run folder.\n"
+            "  jtrain --help | --version | COMMAND --help\n"
+            "Run train, eval and predict under mpirun -np N (or srun) for data parallelism.\n"
+            "A CHECKPOINT is a ckpt-N.h5 file, a run folder's `latest` or `best`, or the run\n"
+            "folder. The design, every config key and the file formats: docs/ (README.md).\n"
             "Exit codes: 0 ok, 2 usage/config, 3 data set, 4 checkpoint, 5 NaN/Inf, 6 ranks\n"
             "disagree, 7 a rank stalled (watchdog), 75 stopped by a signal (SIGUSR1, SIGTERM,\n"
             "SIGINT) with everything saved: requeue with --resume auto.\n");
+}
+
+/* `jtrain COMMAND --help`: the command's options. */
+static const struct {
+    const char *cmd, *text;
+} HELP[] = {
+    {"train",
+     "usage: jtrain train CONFIG [--set KEY=VALUE]... [--resume auto|CHECKPOINT | --overwrite]\n"
+     "Trains the model CONFIG (YAML) describes; run it under mpirun -np N for N ranks.\n"
+     "Every config key with its default: README \"Config\" and docs/config.md.\n"
+     "  --set KEY=VALUE  override a config key before it is checked (VALUE is YAML), e.g.\n"
+     "                   --set train.optimizer.lr=3e-4 --set 'train.schedule={name: cosine}';\n"
+     "                   repeatable, applied in order\n"
+     "  --resume auto    continue from the newest intact checkpoint in checkpoint.dir, or\n"
+     "                   start fresh when there is none\n"
+     "  --resume CKPT    continue from CKPT: a ckpt-N.h5 file, a latest/best file or a run\n"
+     "                   folder\n"
+     "  --overwrite      start over in a checkpoint.dir that holds another run (removes its\n"
+     "                   checkpoints, latest, best, status; truncates its metrics)\n"
+     "Prints the resolved config, progress, and the final per-head evaluation of data.eval;\n"
+     "writes checkpoints, metrics.jsonl and status into checkpoint.dir.\n"},
+    {"eval",
+     "usage: jtrain eval CHECKPOINT [--data FILE] [--split NAME] [--json]\n"
+     "Per-head loss and accuracy of CHECKPOINT on a split (under mpirun -np N: sharded).\n"
+     "  --data FILE   the data set (default: the checkpoint's data.file)\n"
+     "  --split NAME  the split (default: the checkpoint's data.eval)\n"
+     "  --json        one JSON object instead of a table\n"},
+    {"predict",
+     "usage: jtrain predict CHECKPOINT [--data FILE] [--split NAME] --out OUT.h5\n"
+     "Every head's logits and predictions for every row of a split, in data-set order, into\n"
+     "OUT.h5: /HEAD/logits (N, C) or (N, L, V), /HEAD/pred (N) or greedy tokens (N, L),\n"
+     "attribute classes on /HEAD. The predictions are those eval counts. Under mpirun -np N\n"
+     "each rank computes its shard.\n"
+     "  --data FILE   the data set (default: the checkpoint's data.file)\n"
+     "  --split NAME  the split (default: the checkpoint's data.eval)\n"
+     "  --out OUT.h5  the output file (required; replaced atomically)\n"},
+    {"summary",
+     "usage: jtrain summary CONFIG|CHECKPOINT\n"
+     "Blocks, heads, layers, output shapes and parameter counts of a config's or a\n"
+     "checkpoint's model (single process). Output shapes need the data set's array shapes:\n"
+     "without its data file, a checkpoint's summary lists its parameters instead.\n"},
+    {"synth",
+     "usage: jtrain synth OUT.h5 [--train N] [--test N] [--seed S]\n"
+     "Writes a small synthetic multi-modal data set (image, audio, labels) for tests.\n"
+     "  --train N  training rows (default 2000)\n"
+     "  --test N   test rows (default 500)\n"
+     "  --seed S   random seed (default 1)\n"},
+};
+
+/* 1 if argv asks for COMMAND --help (anywhere after the command): prints it. */
+static int command_help(int argc, char **argv) {
+    for (int i = 2; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            for (size_t k = 0; k < sizeof HELP / sizeof HELP[0]; k++)
+                if (strcmp(HELP[k].cmd, argv[1]) == 0) {
+                    fputs(HELP[k].text, stdout);
+                    return 1;
+                }
+            return 0;
+        }
+    return 0;
 }
 
 /* Under MPI every rank parses the same arguments: only rank 0 reports. */
@@ -67,6 +130,21 @@ static int cmd_eval(int argc, char **argv) {
     return jt_eval_run(ckpt, data, split, json);
 }
 
+static int cmd_predict(int argc, char **argv) {
+    const char *ckpt = NULL, *data = NULL, *split = NULL, *out = NULL;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) data = argv[++i];
+        else if (strcmp(argv[i], "--split") == 0 && i + 1 < argc) split = argv[++i];
+        else if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) out = argv[++i];
+        else if (argv[i][0] == '-') return usage_error("unknown option", argv[i]);
+        else if (!ckpt) ckpt = argv[i];
+        else return usage_error("unexpected argument", argv[i]);
+    }
+    if (!ckpt) return usage_error("predict needs a CHECKPOINT", NULL);
+    if (!out) return usage_error("predict needs --out OUT.h5", NULL);
+    return jt_predict_run(ckpt, data, split, out);
+}
+
 static int cmd_synth(int argc, char **argv) {
     const char *out = NULL;
     long ntrain = 2000, ntest = 500, seed = 1;
@@ -105,16 +183,19 @@ int main(int argc, char **argv) {
         printf("jtrain %s\n", JT_VERSION);
         return JT_OK;
     }
+    if (command_help(argc, argv)) return JT_OK;
     if (strcmp(cmd, "synth") == 0) return cmd_synth(argc, argv);
     if (strcmp(cmd, "summary") == 0) {
         if (argc != 3) return usage_error("summary needs exactly one CONFIG or CHECKPOINT", NULL);
         return jt_summary_run(argv[2]);
     }
-    if (strcmp(cmd, "train") != 0 && strcmp(cmd, "eval") != 0)
+    if (strcmp(cmd, "train") != 0 && strcmp(cmd, "eval") != 0 && strcmp(cmd, "predict") != 0)
         return usage_error("unknown command", cmd);
     jt_comm_init(&argc, &argv);
     g_quiet = jt_comm_rank() != 0;
-    int rc = strcmp(cmd, "train") == 0 ? cmd_train(argc, argv) : cmd_eval(argc, argv);
+    int rc = strcmp(cmd, "train") == 0  ? cmd_train(argc, argv)
+             : strcmp(cmd, "eval") == 0 ? cmd_eval(argc, argv)
+                                        : cmd_predict(argc, argv);
     jt_comm_finalize();
     return rc;
 }

@@ -48,6 +48,11 @@ int jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out, const vol
 /* `jtrain eval CKPT [--data FILE] [--split NAME] [--json]`. */
 jt_status jt_eval_run(const char *ckpt, const char *data, const char *split, int json);
 
+/* `jtrain predict CKPT [--data FILE] [--split NAME] --out OUT.h5` (predict.c): every head's
+ * logits and predictions for every row of the split, in data-set order, under any number of
+ * ranks; the predictions are those eval counts. Collective. */
+jt_status jt_predict_run(const char *ckpt, const char *data, const char *split, const char *out);
+
 /* `jtrain summary CONFIG|CHECKPOINT`: layers, shapes and parameter counts (single process). */
 jt_status jt_summary_run(const char *path);
 
