@@ -32,6 +32,7 @@
 #include "jtrain/comm.h"
 #include "jtrain/config.h"
 #include "jtrain/optim.h"
+#include "jtrain/progress.h"
 #include "jtrain/schedule.h"
 #include "jtrain/trace.h"
 #include "jtrain/train.h"
@@ -198,6 +199,7 @@ typedef struct {
     jt_mt mt;                 /* balancing, per-head gradients, best and early stopping */
     double lr;                /* of the last optimizer step (train.schedule) */
     char last_ckpt[JT_PATH_MAX]; /* rank 0: the newest checkpoint written */
+    jt_ui ui;                    /* rank 0's progress display */
     /* the gradient sum (plan_buckets) */
     jt_comm_reducer *red;
     size_t n_buckets;
@@ -258,6 +260,7 @@ static jt_status save_checkpoint(run *r, int best) {
                           path, sizeof path, err, sizeof err);
         free(state);
         if (st == JT_OK) {
+            jt_ui_clear(&r->ui);
             printf("checkpoint %s\n", path);
             snprintf(r->last_ckpt, sizeof r->last_ckpt, "%s", path);
             if (best) st = mark_best(r, path, err, sizeof err);
@@ -345,25 +348,38 @@ static jt_status restore(run *r, const char *resume) {
         r->adam_t = cs.adam_t;
         g_saved_step = cs.step;
         if (r->rank == 0)
-            printf("resumed from %s at step %llu (epoch %llu, batch %llu), written by %lld "
-                   "ranks\n", path, (unsigned long long)cs.step, (unsigned long long)cs.epoch,
-                   (unsigned long long)cs.epoch_step, (long long)cs.world);
+            printf("resumed from %s at step %llu (next: epoch %llu, batch %llu of %zu), written "
+                   "by %lld rank%s\n", path, (unsigned long long)cs.step,
+                   (unsigned long long)cs.epoch + 1, (unsigned long long)cs.epoch_step + 1,
+                   r->batcher.steps_per_epoch, (long long)cs.world, cs.world == 1 ? "" : "s");
     }
 done:
     jt_ckpt_state_free(&cs);
     return st;
 }
 
+/* `, "elapsed_s": E, "wall": W` into the metrics: seconds since this process's first step and
+ * since the Unix epoch. */
+static void json_times(run *r) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double elapsed, eta;
+    jt_ui_times(&r->ui, r->step, &elapsed, &eta);
+    fprintf(r->metrics, ", \"elapsed_s\": %.3f, \"wall\": %.3f", elapsed,
+            (double)ts.tv_sec + ts.tv_nsec * 1e-9);
+}
+
 /* Evaluates data.eval into ev (global sums, the same on every rank) and prints it on rank 0.
  * Returns 0 when a signal cut it short (then ev is partial). */
 static int print_eval(run *r, const char *split, jt_head_eval *ev) {
+    jt_ui_clear(&r->ui);
     if (!jt_evaluate(&r->model, &r->eval, ev, &g_stop_signal)) {
         if (r->rank == 0) printf("eval %s step %llu: cut short by a signal\n", split,
                                  (unsigned long long)r->step);
         return 0;
     }
     if (r->rank != 0) return 1;
-    printf("eval %s step %llu:", split, (unsigned long long)r->step);
+    printf("eval %s step %llu", split, (unsigned long long)r->step);
     if (r->metrics)
         fprintf(r->metrics, "{\"type\": \"eval\", \"split\": \"%s\", \"step\": %llu, \"heads\": {",
                 split, (unsigned long long)r->step);
@@ -371,7 +387,9 @@ static int print_eval(run *r, const char *split, jt_head_eval *ev) {
     printf("\n");
     fflush(stdout);
     if (r->metrics) {
-        fprintf(r->metrics, "}}\n");
+        fprintf(r->metrics, "}");
+        json_times(r);
+        fprintf(r->metrics, "}\n");
         fflush(r->metrics);
     }
     return 1;
@@ -391,22 +409,104 @@ static void log_train(run *r, const double *interval, double sps) {
     double total = jt_mt_total_loss(&r->mt, m, L, has);
     /* 1-based epoch of the batch just trained */
     unsigned long long ep = r->epoch_step ? r->epoch + 1 : r->epoch;
-    printf("epoch %llu step %llu/%llu", ep, (unsigned long long)r->step,
-           (unsigned long long)r->total_steps);
-    if (r->metrics)
+    FILE *out = r->ui.live ? NULL : stdout; /* on a terminal the bar shows it */
+    if (out) {
+        double elapsed, eta;
+        char e[32], left[32];
+        jt_ui_times(&r->ui, r->step, &elapsed, &eta);
+        jt_fmt_duration(elapsed, e, sizeof e);
+        jt_fmt_duration(eta, left, sizeof left);
+        printf("epoch %llu step %llu/%llu", ep, (unsigned long long)r->step,
+               (unsigned long long)r->total_steps);
+        jt_head_eval_print(m, ev, stdout, NULL);
+        printf(" | total %.4f", total);
+        jt_mt_print(&r->mt, m, r->lr, stdout);
+        printf(" | %s elapsed, ETA %s | %.0f samples/s\n", e, left, sps);
+        fflush(stdout);
+    }
+    if (r->metrics) {
         fprintf(r->metrics, "{\"type\": \"train\", \"step\": %llu, \"epoch\": %llu, \"heads\": {",
                 (unsigned long long)r->step, ep);
-    jt_head_eval_print(m, ev, stdout, r->metrics);
-    printf(" | total %.4f", total);
-    jt_mt_print(&r->mt, m, r->lr, stdout);
-    printf(" | %.0f samples/s\n", sps);
-    fflush(stdout);
-    if (r->metrics) {
+        jt_head_eval_print(m, ev, NULL, r->metrics);
         fprintf(r->metrics, "}, \"loss\": %.6f, \"samples_per_s\": %.1f", total, sps);
         jt_mt_json(&r->mt, m, r->lr, r->metrics);
+        json_times(r);
         fprintf(r->metrics, "}\n");
         fflush(r->metrics);
     }
+}
+
+/* " | word 0.412 0.871 | speaker ..." (mean loss and accuracy of sums acc) and " | lr X": the
+ * bar's tail. */
+static void bar_tail(const run *r, const double *acc, char *buf, size_t len) {
+    const jt_model *m = &r->model;
+    jt_head_eval ev[JT_MODEL_MAX_ARRAYS];
+    jt_head_eval_unpack(acc, m->n_heads, ev);
+    size_t n = 0;
+    buf[0] = 0;
+    for (size_t h = 0; h < m->n_heads && n < len; h++) {
+        const char *name = m->chains[m->n_blocks + h].name;
+        int w = ev[h].labelled > 0
+                    ? snprintf(buf + n, len - n, " | %s loss %.3f acc %.3f", name,
+                               ev[h].loss_sum / ev[h].labelled, ev[h].correct / ev[h].labelled)
+                    : snprintf(buf + n, len - n, " | %s -", name);
+        if (w > 0) n += (size_t)w;
+    }
+    if (n < len) snprintf(buf + n, len - n, " | lr %.3g", r->lr);
+}
+
+/* Rank 0, when an epoch ends: its record in the metrics, and on a terminal the bar's final
+ * form; elsewhere a plain line. acc: the epoch's global sums (JT_HEAD_EVAL_FIELDS per head, then
+ * the rows), seconds: its training time. */
+static void log_epoch(run *r, const double *acc, double seconds) {
+    const jt_model *m = &r->model;
+    size_t nf = JT_HEAD_EVAL_FIELDS * m->n_heads;
+    double sps = acc[nf] / (seconds > 1e-9 ? seconds : 1e-9);
+    unsigned long long ep = r->epoch; /* the epoch just completed, 1-based */
+    unsigned long long epochs = (r->total_steps + r->steps_per_epoch - 1) / r->steps_per_epoch;
+    char tail[1024];
+    bar_tail(r, acc, tail, sizeof tail);
+    if (r->ui.live) {
+        jt_ui_end_epoch(&r->ui, r->step, sps, tail);
+    } else {
+        char t[32];
+        jt_fmt_duration(seconds, t, sizeof t);
+        printf("epoch %llu/%llu done at step %llu in %s%s | %.0f samples/s\n", ep, epochs,
+               (unsigned long long)r->step, t, tail, sps);
+        fflush(stdout);
+    }
+    if (r->metrics) {
+        jt_head_eval ev[JT_MODEL_MAX_ARRAYS];
+        jt_head_eval_unpack(acc, m->n_heads, ev);
+        fprintf(r->metrics, "{\"type\": \"epoch\", \"epoch\": %llu, \"step\": %llu, \"heads\": {",
+                ep, (unsigned long long)r->step);
+        jt_head_eval_print(m, ev, NULL, r->metrics);
+        fprintf(r->metrics, "}, \"seconds\": %.3f, \"samples_per_s\": %.1f, \"lr\": %.17g", seconds,
+                sps, r->lr);
+        json_times(r);
+        fprintf(r->metrics, "}\n");
+        fflush(r->metrics);
+    }
+}
+
+/* Rank 0, after the final evaluation: the results as a table. */
+static void results_table(const run *r, const char *split, const jt_head_eval *ev) {
+    const jt_model *m = &r->model;
+    printf("results on %s /%s at step %llu:\n  %-16s %10s %10s %10s\n", r->cfg.data.file, split,
+           (unsigned long long)r->step, "head", "loss", "accuracy", "labelled");
+    for (size_t h = 0; h < m->n_heads; h++) {
+        const jt_chain *c = &m->chains[m->n_blocks + h];
+        double n = ev[h].labelled;
+        if (n > 0)
+            printf("  %-16s %10.4f %10.4f %10.0f", c->name, ev[h].loss_sum / n,
+                   ev[h].correct / n, n);
+        else
+            printf("  %-16s %10s %10s %10d", c->name, "-", "-", 0);
+        if (c->seq_len && ev[h].seq_rows > 0)
+            printf("  (sequences %.4f of %.0f)", ev[h].seq_exact / ev[h].seq_rows, ev[h].seq_rows);
+        printf("\n");
+    }
+    fflush(stdout);
 }
 
 /* The model is built on the training split: the eval split must have the same per-sample
@@ -723,7 +823,8 @@ jt_status jt_train_run(const jt_train_args *a) {
     double *interval = jt_xcalloc(nf + 1, sizeof(double)); /* global sums since the last log */
     double *local = jt_xcalloc(nf, sizeof(double));
     double *step_sums = jt_xcalloc(nf, sizeof(double));
-    double t_log = jt_now();
+    double *epoch_acc = jt_xcalloc(nf + 1, sizeof(double)); /* global sums of this epoch */
+    double t_log = jt_now(), t_epoch = t_log;
     uint64_t last_saved = UINT64_MAX;
     const void *ptr[JT_MODEL_MAX_ARRAYS];
     uint64_t labelled[JT_MODEL_MAX_ARRAYS];
@@ -733,6 +834,7 @@ jt_status jt_train_run(const jt_train_args *a) {
     int early_stopped = 0;
 
     uint64_t first_step = r.step;
+    jt_ui_init(&r.ui, stdout, r.rank == 0, r.step, r.total_steps, r.steps_per_epoch);
     if (r.rank == 0) status_set("running", r.step, NULL, 0);
     g_in_loop = 1; /* from here a signal means: finish the step, checkpoint, exit 75 */
     if (r.step < r.total_steps) jt_batcher_prefetch(&r.batcher, r.epoch, r.epoch_step);
@@ -747,6 +849,7 @@ jt_status jt_train_run(const jt_train_args *a) {
          * loss is normalised by the labelled rows of all k, counted ahead by their owners. */
         uint64_t k = r.batcher.steps_per_epoch - r.epoch_step;
         if (k > accumulate) k = accumulate;
+        double step_rows = 0;
         if (accumulate > 1) {
             uint64_t cnt[JT_MODEL_MAX_ARRAYS];
             jt_batcher_count_labelled(&r.batcher, r.epoch, r.epoch_step, k, cnt);
@@ -798,8 +901,9 @@ jt_status jt_train_run(const jt_train_args *a) {
             }
             if (last && (per_head || b->n == 0)) /* the same buckets, after backward */
                 for (size_t c = m->n_chains; c-- > 0;) on_chain_done(&r, c);
-            interval[nf] += (double)b->global_n;
+            step_rows += (double)b->global_n;
         }
+        interval[nf] += step_rows;
         t = jt_now();
         jt_comm_reducer_wait(r.red);
         t1 = jt_now();
@@ -832,6 +936,7 @@ jt_status jt_train_run(const jt_train_args *a) {
         int finite = isfinite(norm) && isfinite(jt_grad_norm(p->g + boff, p->total - boff));
         for (size_t h = 0; h < nh; h++) finite &= isfinite(ctrl[JT_HEAD_EVAL_FIELDS * h]);
         if (!finite) { /* the same reduced buffer on every rank: all ranks stop here */
+            jt_ui_clear(&r.ui);
             if (r.rank == 0)
                 jt_errorf("numerical error at step %llu: loss or gradient is NaN/Inf "
                           "(gradient norm %g); lower train.optimizer.lr or set train.clip_norm",
@@ -857,7 +962,14 @@ jt_status jt_train_run(const jt_train_args *a) {
         r.step++;
         jt_watch_step(r.step);
 
-        for (size_t i = 0; i < nf; i++) interval[i] += ctrl[i];
+        for (size_t i = 0; i < nf; i++) interval[i] += ctrl[i], epoch_acc[i] += ctrl[i];
+        epoch_acc[nf] += step_rows;
+        if (r.rank == 0 && r.ui.live) {
+            char tail[1024];
+            bar_tail(&r, epoch_acc, tail, sizeof tail);
+            double te = jt_now() - t_epoch;
+            jt_ui_draw(&r.ui, r.step, epoch_acc[nf] / (te > 1e-9 ? te : 1e-9), tail, log_step);
+        }
         if (log_step) {
             double now = jt_now();
             double sps = interval[nf] / (now - t_log > 1e-9 ? now - t_log : 1e-9);
@@ -866,6 +978,17 @@ jt_status jt_train_run(const jt_train_args *a) {
             r.mt.projections = 0;
             memset(interval, 0, (nf + 1) * sizeof(double));
             t_log = jt_now();
+        }
+        if (r.step == r.total_steps && r.epoch_step != 0 && r.rank == 0 && r.ui.live) {
+            char tail[1024]; /* the run ends inside an epoch: its bar stays on screen */
+            bar_tail(&r, epoch_acc, tail, sizeof tail);
+            double te = jt_now() - t_epoch;
+            jt_ui_end_epoch(&r.ui, r.step, epoch_acc[nf] / (te > 1e-9 ? te : 1e-9), tail);
+        }
+        if (r.epoch_step == 0) { /* this step ended an epoch */
+            if (r.rank == 0) log_epoch(&r, epoch_acc, jt_now() - t_epoch);
+            memset(epoch_acc, 0, (nf + 1) * sizeof(double));
+            t_epoch = jt_now();
         }
         int best = 0, stop_early = 0;
         if (cfg->train.eval_every > 0 && r.step % (uint64_t)cfg->train.eval_every == 0 &&
@@ -894,6 +1017,7 @@ jt_status jt_train_run(const jt_train_args *a) {
             g_saved_step = r.step;
         }
         if (stop) {
+            jt_ui_clear(&r.ui);
             if (r.rank == 0) {
                 const char *sig = g_stop_signal ? signal_name((int)g_stop_signal) : "SIGNAL";
                 status_set("stopped", r.step, sig, 0);
@@ -905,6 +1029,7 @@ jt_status jt_train_run(const jt_train_args *a) {
             break;
         }
         if (stop_early) {
+            jt_ui_clear(&r.ui);
             if (r.rank == 0)
                 printf("early stop at step %llu of %llu: %s has not improved for %llu "
                        "evaluations (best %.6g at step %llu)\n", (unsigned long long)r.step,
@@ -915,7 +1040,16 @@ jt_status jt_train_run(const jt_train_args *a) {
             break;
         }
     }
+    jt_ui_clear(&r.ui); /* a partial epoch's bar */
     if (r.rank == 0 && r.step > first_step) {
+        double elapsed, eta;
+        char t[32];
+        jt_ui_times(&r.ui, r.step, &elapsed, &eta);
+        jt_fmt_duration(elapsed, t, sizeof t);
+        uint64_t n = r.step - first_step;
+        printf("trained %llu step%s (%llu -> %llu of %llu) in %s\n", (unsigned long long)n,
+               n == 1 ? "" : "s", (unsigned long long)first_step, (unsigned long long)r.step,
+               (unsigned long long)r.total_steps, t);
         double k = 1e6 / (double)(r.step - first_step);
         printf("comm per step (rank 0): gradient sum %.0f us on this thread (%.0f us waiting "
                "after backward), batch exchange wait %.0f us\n", r.t_sum * k, r.t_wait * k,
@@ -928,9 +1062,11 @@ jt_status jt_train_run(const jt_train_args *a) {
                 jt_errorf("parameters differ between ranks after step %llu",
                           (unsigned long long)r.step);
             st = JT_ERANKS;
-        } else if (r.rank == 0) {
+        } else if (r.rank == 0 && r.world > 1) {
             printf("parameters identical on all %d ranks: checksum %016llx\n", r.world,
                    (unsigned long long)sum);
+        } else if (r.rank == 0) {
+            printf("parameters checksum %016llx (1 rank)\n", (unsigned long long)sum);
         }
     }
     double t = jt_now();
@@ -947,7 +1083,9 @@ jt_status jt_train_run(const jt_train_args *a) {
     if (st == JT_OK && !early_stopped) { /* an early stop has just evaluated this step */
         jt_head_eval ev[JT_MODEL_MAX_ARRAYS];
         const jt_metric_cfg *bm = &cfg->checkpoint.best;
-        if (print_eval(&r, cfg->data.eval, ev) && bm->kind != JT_METRIC_NONE &&
+        int ok = print_eval(&r, cfg->data.eval, ev);
+        if (ok && r.rank == 0) results_table(&r, cfg->data.eval, ev);
+        if (ok && bm->kind != JT_METRIC_NONE &&
             jt_mt_track(&r.mt.best, bm, jt_mt_metric(bm, &r.mt, ev), r.step)) {
             char err[2048] = "";
             st = jt_comm_agree_report(r.rank == 0 ? mark_best(&r, r.last_ckpt, err, sizeof err)
@@ -962,6 +1100,7 @@ jt_status jt_train_run(const jt_train_args *a) {
     free(interval);
     free(local);
     free(step_sums);
+    free(epoch_acc);
     run_free(&r);
     return st;
 }

@@ -159,6 +159,6 @@ if [ -n "${JTRAIN:-}" ]; then
     OPENBLAS_NUM_THREADS=1 jt_mpirun -np 2 "$JTRAIN" train "$tmp/attention.yaml" \
         --set train.epochs=0 --set train.steps=3 --set train.batch_size=16 --set checkpoint.dir="$tmp/run" --overwrite > train.log 2>&1 \
         || { cat train.log; echo "FAIL: jtrain train on the build"; exit 1; }
-    grep -q "eval test step 3: | item loss" train.log || { cat train.log; echo "FAIL: no eval"; exit 1; }
+    grep -q "eval test step 3 | item loss" train.log || { cat train.log; echo "FAIL: no eval"; exit 1; }
     echo "ok: jtrain builds every recipe on the build and trains the attention recipe on it"
 fi

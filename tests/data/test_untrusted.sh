@@ -108,7 +108,7 @@ within 10 3 "nolabels-train.h5: head speaker: /train/speaker has no labelled row
   -- "$JTRAIN" train "$cfg" --set data.file=nolabels-train.h5 --set checkpoint.dir=r6
 run_ok "$JTRAIN" train "$cfg" --set data.file=nolabels-eval.h5 --set checkpoint.dir='run "q\x' \
   "${quick[@]}"
-grep -qE '^eval test step 4: \| item n 0, no labels \| speaker loss [0-9.]+ acc [0-9.]+$' out.txt ||
+grep -qE '^eval test step 4 \| item n 0, no labels \| speaker loss [0-9.]+ acc [0-9.]+$' out.txt ||
   { cat out.txt >&2; fail "the eval line does not say 'item n 0, no labels'"; }
 ck='run "q\x'
 run_ok "$JTRAIN" eval "$ck"

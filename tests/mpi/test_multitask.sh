@@ -109,7 +109,7 @@ target="best/$(cat best/best)"
 "$JT_PYTHON" - best.log "$target" <<'EOF' || fail "best is not the best evaluation"
 import re, sys
 evals = [(int(m.group(1)), float(m.group(2))) for m in
-         re.finditer(r"eval test step (\d+):.*? word loss \S+ acc (\S+)", open(sys.argv[1]).read())]
+         re.finditer(r"eval test step (\d+) \|.*? word loss \S+ acc (\S+)", open(sys.argv[1]).read())]
 best = max(evals, key=lambda e: (e[1], -e[0]))  # the first of the highest
 step = int(re.search(r"ckpt-(\d+)\.h5", sys.argv[2]).group(1))
 assert step == best[0], (step, evals)
