@@ -107,7 +107,100 @@ static uint64_t state_checksum(const jt_ckpt_state *st) {
         h = fnv1a(h, "\nrun=", 5);
         h = fnv1a_doubles(h, st->run, st->n_run);
     }
+    for (size_t i = 0; i < st->n_layout; i++) { /* "\nlayout=NAME:ROLE:NDIM:D0,D1,D2:CLASSES" */
+        const jt_ckpt_array *a = &st->layout[i];
+        char line[160];
+        int len = snprintf(line, sizeof line, "\nlayout=%s:%d:%d:%" PRIu64 ",%" PRIu64 ",%" PRIu64
+                           ":%" PRIu64, a->name, (int)a->role, (int)a->ndim, a->shape[0],
+                           a->shape[1], a->shape[2], a->n_classes);
+        h = fnv1a(h, line, (size_t)len);
+    }
     return h;
+}
+
+/* /layout: the model's arrays (ckpt.h), as five attributes of one group. */
+static int write_layout(hid_t f, const jt_ckpt_state *st) {
+    size_t n = st->n_layout;
+    const char *names[JT_CKPT_MAX_ARRAYS];
+    int64_t roles[JT_CKPT_MAX_ARRAYS], ndims[JT_CKPT_MAX_ARRAYS], dims[3 * JT_CKPT_MAX_ARRAYS],
+        classes[JT_CKPT_MAX_ARRAYS];
+    JT_CHECK(n <= JT_CKPT_MAX_ARRAYS, "a layout of %zu arrays", n);
+    for (size_t i = 0; i < n; i++) {
+        const jt_ckpt_array *a = &st->layout[i];
+        names[i] = a->name;
+        roles[i] = a->role;
+        ndims[i] = a->ndim;
+        for (int k = 0; k < 3; k++) dims[3 * i + k] = (int64_t)a->shape[k];
+        classes[i] = (int64_t)a->n_classes;
+    }
+    hid_t g = H5Gcreate2(f, "layout", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int bad = g < 0 || jt_h5_attr_write_strings(g, "names", names, n) < 0 ||
+              jt_h5_attr_write(g, "roles", H5T_STD_I64LE, H5T_NATIVE_INT64, n, roles) < 0 ||
+              jt_h5_attr_write(g, "ndims", H5T_STD_I64LE, H5T_NATIVE_INT64, n, ndims) < 0 ||
+              jt_h5_attr_write(g, "dims", H5T_STD_I64LE, H5T_NATIVE_INT64, 3 * n, dims) < 0 ||
+              jt_h5_attr_write(g, "classes", H5T_STD_I64LE, H5T_NATIVE_INT64, n, classes) < 0;
+    if (g >= 0) H5Gclose(g);
+    return bad ? -1 : 0;
+}
+
+/* Reads /layout, if the file has one, into st->layout (checked: names fit, roles 0/1, ndims
+ * 0..3, dims and classes below 2^31, every list as long as names). */
+static jt_status read_layout(hid_t f, const char *path, jt_ckpt_state *st, char *err,
+                             size_t errlen) {
+    char why[512] = "";
+    htri_t has = H5Lexists(f, "layout", H5P_DEFAULT);
+    if (has <= 0) return has < 0 ? fail(err, errlen, "checkpoint %s: /layout cannot be looked "
+                                        "up: %s", path, jt_h5_reason(why, sizeof why))
+                                 : JT_OK;
+    hid_t g = H5Gopen2(f, "layout", H5P_DEFAULT);
+    char **names = NULL;
+    size_t n = 0, len[4] = {0};
+    double *num[4] = {NULL, NULL, NULL, NULL};
+    static const char *const keys[4] = {"roles", "ndims", "dims", "classes"};
+    jt_status status = JT_ECKPT;
+    int r = g < 0 ? -1 : jt_h5_attr_strings(g, "names", JT_CKPT_MAX_ARRAYS, &names, &n, why, sizeof why);
+    if (r <= 0) {
+        fail(err, errlen, "checkpoint %s: /layout attribute names %s", path, r < 0 ? why : "is missing");
+        goto done;
+    }
+    for (int k = 0; k < 4; k++) {
+        r = jt_h5_attr_numbers(g, keys[k], 3 * JT_CKPT_MAX_ARRAYS, &num[k], &len[k], why, sizeof why);
+        if (r <= 0 || len[k] != (k == 2 ? 3 * n : n)) {
+            fail(err, errlen, "checkpoint %s: /layout attribute %s %s", path, keys[k],
+                 r < 0 ? why : r == 0 ? "is missing" : "has the wrong length");
+            goto done;
+        }
+    }
+    st->layout = jt_xcalloc(n, sizeof *st->layout);
+    for (size_t i = 0; i < n; i++) {
+        jt_ckpt_array *a = &st->layout[i];
+        double role = num[0][i], ndim = num[1][i], nc = num[3][i];
+        int ok = strlen(names[i]) < sizeof a->name && (role == 0 || role == 1) && ndim >= 0 &&
+                 ndim <= 3 && ndim == (int)ndim && nc >= 0 && nc < 2147483648.0 && nc == (long)nc;
+        for (int k = 0; k < 3 && ok; k++) {
+            double d = num[2][3 * i + k];
+            ok = d >= 0 && d < 2147483648.0 && d == (long)d;
+            a->shape[k] = ok ? (uint64_t)d : 0;
+        }
+        if (!ok) {
+            fail(err, errlen, "checkpoint %s: /layout entry %zu (%s) is not a valid array layout",
+                 path, i, names[i]);
+            free(st->layout);
+            st->layout = NULL;
+            goto done;
+        }
+        snprintf(a->name, sizeof a->name, "%s", names[i]);
+        a->role = (int32_t)role;
+        a->ndim = (int32_t)ndim;
+        a->n_classes = (uint64_t)nc;
+    }
+    st->n_layout = n;
+    status = JT_OK;
+done:
+    jt_h5_free_strings(names, n);
+    for (int k = 0; k < 4; k++) free(num[k]);
+    if (g >= 0) H5Gclose(g);
+    return status;
 }
 
 /* ---------- finite values ---------- */
@@ -224,6 +317,10 @@ static jt_status build_image(const char *label, const jt_params *p, const jt_ckp
         jt_h5_attr_write_u64(adam, "t", st->adam_t) < 0) {
         fail(err, errlen, "cannot write /state and /adam in %s: %s", label,
              jt_h5_reason(detail, sizeof detail));
+        goto cleanup;
+    }
+    if (st->n_layout > 0 && write_layout(f, st) != 0) {
+        fail(err, errlen, "cannot write /layout in %s: %s", label, jt_h5_reason(detail, sizeof detail));
         goto cleanup;
     }
     if (st->n_run > 0) {
@@ -576,7 +673,8 @@ static jt_status read_state_from(hid_t f, const char *path, jt_ckpt_state *st, c
     if (r <= 0)
         return fail(err, errlen, "checkpoint %s: root attribute config %s", path,
                     r < 0 ? why : "is missing");
-    if (read_run(f, path, st, err, errlen) != JT_OK) {
+    if (read_run(f, path, st, err, errlen) != JT_OK ||
+        read_layout(f, path, st, err, errlen) != JT_OK) {
         jt_ckpt_state_free(st);
         return JT_ECKPT;
     }
@@ -754,9 +852,7 @@ static jt_status load_checked(const char *path, const jt_params *p, jt_ckpt_stat
             goto cleanup;
     }
     *st = tmp;
-    tmp.config_text = NULL;
-    tmp.run = NULL;
-    tmp.n_run = 0;
+    memset(&tmp, 0, sizeof tmp); /* *st owns its strings and arrays now */
     status = JT_OK;
 cleanup:
     jt_ckpt_state_free(&tmp);
@@ -793,13 +889,33 @@ typedef struct {
 } ckpt_iso;
 
 /* The numbers, the config text (length, bytes), the run state (n_run, the doubles). */
+static int send_layout(jt_h5_pipe *o, const jt_ckpt_state *st) {
+    uint64_t n = st->n_layout;
+    return jt_h5_send(o, &n, sizeof n) ||
+           (n > 0 && jt_h5_send(o, st->layout, (size_t)n * sizeof *st->layout));
+}
+
+static int recv_layout(jt_h5_pipe *in, jt_ckpt_state *st) {
+    uint64_t n;
+    if (jt_h5_recv(in, &n, sizeof n)) return -1;
+    JT_CHECK(n <= JT_CKPT_MAX_ARRAYS, "isolated reader: a layout of %llu arrays",
+             (unsigned long long)n);
+    if (n == 0) return 0;
+    st->layout = jt_xcalloc((size_t)n, sizeof *st->layout);
+    st->n_layout = (size_t)n;
+    if (jt_h5_recv(in, st->layout, (size_t)n * sizeof *st->layout)) return -1;
+    for (size_t i = 0; i < st->n_layout; i++) st->layout[i].name[sizeof st->layout[i].name - 1] = 0;
+    return 0;
+}
+
 static int send_state(jt_h5_pipe *o, const jt_ckpt_state *st) {
     uint64_t f[6] = {st->step, st->epoch, st->epoch_step, st->adam_t, st->seed,
                      (uint64_t)st->world};
     uint64_t n = strlen(st->config_text), n_run = st->n_run;
     return jt_h5_send(o, f, sizeof f) || jt_h5_send(o, &n, sizeof n) ||
            jt_h5_send(o, st->config_text, (size_t)n) || jt_h5_send(o, &n_run, sizeof n_run) ||
-           (n_run > 0 && jt_h5_send(o, st->run, (size_t)n_run * sizeof *st->run));
+           (n_run > 0 && jt_h5_send(o, st->run, (size_t)n_run * sizeof *st->run)) ||
+           send_layout(o, st);
 }
 
 static int recv_state(jt_h5_pipe *in, jt_ckpt_state *st) {
@@ -819,10 +935,12 @@ static int recv_state(jt_h5_pipe *in, jt_ckpt_state *st) {
         return -1;
     JT_CHECK(n_run <= JT_CKPT_MAX_RUN, "isolated reader: a run state of %llu values",
              (unsigned long long)n_run);
-    if (n_run == 0) return 0;
-    st->run = jt_xcalloc((size_t)n_run, sizeof *st->run);
-    st->n_run = (size_t)n_run;
-    return jt_h5_recv(in, st->run, (size_t)n_run * sizeof *st->run);
+    if (n_run > 0) {
+        st->run = jt_xcalloc((size_t)n_run, sizeof *st->run);
+        st->n_run = (size_t)n_run;
+        if (jt_h5_recv(in, st->run, (size_t)n_run * sizeof *st->run)) return -1;
+    }
+    return recv_layout(in, st);
 }
 
 static jt_status ckpt_child(void *arg, jt_h5_pipe *out, char *err, size_t errlen) {
@@ -913,9 +1031,7 @@ jt_status jt_ckpt_load(const char *path, jt_params *p, jt_ckpt_state *st, char *
     }
     apply_views(p, a.bufs);
     *st = a.st;
-    a.st.config_text = NULL;
-    a.st.run = NULL;
-    a.st.n_run = 0;
+    memset(&a.st, 0, sizeof a.st); /* *st owns its strings and arrays now */
     ckpt_iso_free(&a);
     return JT_OK;
 }
@@ -927,4 +1043,7 @@ void jt_ckpt_state_free(jt_ckpt_state *st) {
     free(st->run);
     st->run = NULL;
     st->n_run = 0;
+    free(st->layout);
+    st->layout = NULL;
+    st->n_layout = 0;
 }

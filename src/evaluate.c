@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "jtrain/ckpt.h"
 #include "jtrain/comm.h"
@@ -196,10 +197,35 @@ static int is_checkpoint_path(const char *path) {
     base = base ? base + 1 : path;
     struct stat sb;
     return (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) || strcmp(base, "latest") == 0 ||
+           strcmp(base, "best") == 0 ||
            (len > 3 && strcmp(path + len - 3, ".h5") == 0);
 }
 
+/* A split of metadata only (no rows), from a checkpoint's data layout: enough to build its
+ * model. arrays: room for JT_CKPT_MAX_ARRAYS. */
+static void layout_split(const jt_ckpt_state *cs, jt_split *s, jt_array *arrays) {
+    memset(s, 0, sizeof *s);
+    memset(arrays, 0, JT_CKPT_MAX_ARRAYS * sizeof *arrays);
+    for (size_t i = 0; i < cs->n_layout && i < JT_CKPT_MAX_ARRAYS; i++) {
+        const jt_ckpt_array *l = &cs->layout[i];
+        jt_array *a = &arrays[i];
+        snprintf(a->name, sizeof a->name, "%s", l->name);
+        a->role = l->role ? JT_ARRAY_LABEL : JT_ARRAY_INPUT;
+        a->shape.ndim = l->ndim;
+        a->row_elems = 1;
+        for (int k = 0; k < l->ndim; k++) {
+            a->shape.d[k] = (size_t)l->shape[k];
+            a->row_elems *= (size_t)l->shape[k];
+        }
+        a->n_classes = (size_t)l->n_classes;
+    }
+    s->arrays = arrays;
+    s->n_arrays = cs->n_layout < JT_CKPT_MAX_ARRAYS ? cs->n_layout : JT_CKPT_MAX_ARRAYS;
+    snprintf(s->path, sizeof s->path, "%s", "(layout)");
+}
+
 jt_status jt_summary_run(const char *arg) {
+    jt_array fake[JT_CKPT_MAX_ARRAYS];
     char err[2048] = "", path[JT_PATH_MAX] = "";
     jt_config cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -224,13 +250,20 @@ jt_status jt_summary_run(const char *arg) {
         st = jt_config_load(&cfg, path, NULL, 0, err, sizeof err);
     }
     if (st != JT_OK) goto cleanup;
-    st = jt_model_open_data(&cfg, cfg.data.file, cfg.data.train, 0, 0, &split, err, sizeof err);
-    if (st != JT_OK) goto cleanup;
+    const char *from = cfg.data.file;
+    if (is_ckpt && cs.n_layout > 0 && access(cfg.data.file, F_OK) != 0) {
+        layout_split(&cs, &split, fake);
+        from = "the checkpoint's layout; the data file is not here";
+    } else {
+        st = jt_model_open_data(&cfg, cfg.data.file, cfg.data.train, 0, 0, &split, err, sizeof err);
+        if (st != JT_OK) goto cleanup;
+    }
     st = jt_model_build(&m, &cfg, &split, 1, err, sizeof err);
     if (st != JT_OK) goto cleanup;
-    printf("model of %s (data %s)\n", path, cfg.data.file);
+    printf("model of %s (data %s: %s)\n", path, cfg.data.file, from == cfg.data.file ? "read" : from);
     jt_model_print_summary(&m, stdout);
 cleanup:
+    if (split.arrays == fake) memset(&split, 0, sizeof split); /* not jt_data_close's */
     if (st != JT_OK) jt_errorf("%s", err);
     jt_model_free(&m);
     jt_data_close(&split);

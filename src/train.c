@@ -254,8 +254,20 @@ static jt_status save_checkpoint(run *r, int best) {
         size_t n_run = jt_mt_state_size(&r->mt);
         double *state = jt_xcalloc(n_run, sizeof(double));
         jt_mt_state_save(&r->mt, state);
+        jt_ckpt_array layout[JT_CKPT_MAX_ARRAYS];
+        size_t n_layout = 0;
+        for (size_t a = 0; a < r->train.n_arrays && n_layout < JT_CKPT_MAX_ARRAYS; a++) {
+            const jt_array *x = &r->train.arrays[a];
+            jt_ckpt_array *l = &layout[n_layout++];
+            memset(l, 0, sizeof *l);
+            snprintf(l->name, sizeof l->name, "%s", x->name);
+            l->role = x->role == JT_ARRAY_LABEL;
+            l->ndim = x->shape.ndim;
+            for (int k = 0; k < x->shape.ndim && k < 3; k++) l->shape[k] = x->shape.d[k];
+            l->n_classes = x->n_classes;
+        }
         jt_ckpt_state cs = {r->step, r->epoch, r->epoch_step, r->adam_t, r->cfg.train.seed,
-                            r->world, r->cfg_text, state, n_run};
+                            r->world, r->cfg_text, state, n_run, layout, n_layout};
         st = jt_ckpt_save(r->cfg.checkpoint.dir, &r->model.params, &cs, r->cfg.checkpoint.keep,
                           path, sizeof path, err, sizeof err);
         free(state);

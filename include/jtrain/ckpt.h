@@ -44,6 +44,17 @@
 #include "jtrain/common.h"
 #include "jtrain/params.h"
 
+/* One data set array the model reads (an input or a head's target), as training saw it: enough
+ * to build the model without the data file (jtrain summary). */
+typedef struct {
+    char name[64];        /* JT_NAME_MAX */
+    int32_t role;         /* 0 input, 1 label (jt_array_role) */
+    int32_t ndim;         /* per-sample dims, 0..3 (a class label: 0; a sequence label: 1) */
+    uint64_t shape[3];
+    uint64_t n_classes;   /* labels: classes or vocabulary; inputs: 0 */
+} jt_ckpt_array;
+#define JT_CKPT_MAX_ARRAYS 16
+
 typedef struct {
     uint64_t step;        /* optimizer steps taken */
     uint64_t epoch;       /* epoch of the next batch */
@@ -59,6 +70,11 @@ typedef struct {
      * JT_CKPT_MAX_RUN values. */
     double *run;
     size_t n_run;
+    /* The data layout of the model's arrays (group /layout, attributes names, roles, ndims,
+     * dims (ndims x 3, row-major), classes; covered by the root checksum; absent in files
+     * written before it: n_layout 0). Owned (malloc) when loaded; on save, the caller's. */
+    jt_ckpt_array *layout;
+    size_t n_layout;
 } jt_ckpt_state;
 #define JT_CKPT_MAX_RUN 65536
 
@@ -152,7 +168,7 @@ jt_status jt_ckpt_read_state(const char *path, jt_ckpt_state *st, char *err, siz
  * st->config_text and st->run are allocated. */
 jt_status jt_ckpt_load(const char *path, jt_params *p, jt_ckpt_state *st, char *err,
                        size_t errlen);
-/* Frees st->config_text and st->run and sets them to NULL (n_run 0). NULL-safe. */
+/* Frees st->config_text, st->run and st->layout and sets them to NULL (counts 0). NULL-safe. */
 void jt_ckpt_state_free(jt_ckpt_state *st);
 
 #endif

@@ -46,6 +46,15 @@ print(cfg, "ok")
 PY
   pass "$cfg: predict np 1 and 2 agree and equal eval's counts"
 done
+# summary of a checkpoint without its data file: the model from the checkpoint's layout
+"$JTRAIN" summary arch2-attention > sum-with.txt 2>&1 || { cat sum-with.txt; fail "summary"; }
+mv synth.h5 away.h5
+"$JTRAIN" summary arch2-attention/latest > sum-without.txt 2>&1 || { cat sum-without.txt; fail "summary without data"; }
+mv away.h5 synth.h5
+grep -q "the checkpoint's layout; the data file is not here" sum-without.txt || fail "no layout note"
+diff <(tail -n +2 sum-with.txt) <(tail -n +2 sum-without.txt) || fail "summaries differ"
+pass "summary of a checkpoint without the data file equals the one with it"
+
 expect_exit 2 "predict needs --out" -- "$JTRAIN" predict tiny-shared
 expect_exit 4 "nothing-here" -- jt_mpirun -np 1 "$JTRAIN" predict nothing-here --out x.h5
 [ ! -e x.h5 ] || fail "a failed predict left x.h5"
