@@ -124,7 +124,7 @@ def load_split(path, split, arrays, targets):
 
 
 def optimizer_settings(cfg):
-    """AdamW arguments and clip norm from a jtrain config (defaults as DESIGN.md's)."""
+    """AdamW arguments and clip norm from a jtrain config (defaults as docs/config.md's)."""
     tr = cfg.get("train", {})
     o = tr.get("optimizer", {}) or {}
     kw = dict(lr=float(o.get("lr", 1e-3)),

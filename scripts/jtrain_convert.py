@@ -1,5 +1,5 @@
 """jtrain_convert - turns a user's images, WAV files and a CSV of labels into a jtrain data set
-file (DESIGN.md "Data set file"); run it through scripts/jtrain-convert. `--help` has the usage,
+file (docs/data-format.md); run it through scripts/jtrain-convert. `--help` has the usage,
 datasets/README.md the input format.
 
 Audio goes through the same log-mel front end as AVFM (scripts/jtrain_audio.py). Every error

@@ -1,4 +1,5 @@
-/* batch.c - the global batch of DESIGN.md and the exchange of rows between shards.
+/* batch.c - the global batch (docs/design.md "N-invariant global batches") and the exchange
+ * of rows between shards.
  *
  * Invariants: every rank computes the same permutation and the same split of each global batch
  * (a pure function of seed, epoch, step, n, B and world), so sender and receiver agree on the

@@ -23,7 +23,7 @@ typedef struct {
     size_t errlen;
 } jt_cfg_doc;
 
-/* Validates the (overridden) document against the schema of DESIGN.md "Config" and fills c
+/* Validates the (overridden) document against the schema of docs/config.md and fills c
  * (zeroed by the caller; c->source already set). On failure c may be partly filled and
  * allocated: the caller frees it with jt_config_free. (src/config_schema.c) */
 jt_status jt_cfg_from_doc(jt_config *c, jt_cfg_doc *d);

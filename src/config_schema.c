@@ -1,4 +1,4 @@
-/* config_schema.c - the config schema of DESIGN.md "Config": checks the YAML document section
+/* config_schema.c - the config schema of docs/config.md: checks the YAML document section
  * by section and fills a jt_config, defaults first, then the values given.
  *
  * Strict by design: every mapping's keys are checked against the section's list (unknown and

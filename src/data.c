@@ -1,4 +1,4 @@
-/* data.c - the HDF5 data set (DESIGN.md "Data set file"): validates a split and reads this
+/* data.c - the HDF5 data set (docs/data-format.md): validates a split and reads this
  * rank's shard into memory.
  *
  * Invariants kept here:
@@ -140,7 +140,8 @@ static int read_numbers(const data_ctx *c, hid_t obj, const char *where, const c
     return r;
 }
 
-/* Normalisation attributes of an input (DESIGN.md: scale/offset or mean/std). */
+/* Normalisation attributes of an input (docs/data-format.md "Normalisation of inputs":
+ * scale/offset or mean/std). */
 static jt_status read_norm(const data_ctx *c, const char *where, data_pending *p) {
     static const char *const names[4] = {"scale", "offset", "mean", "std"};
     char why[WHY_MAX];
@@ -271,8 +272,8 @@ static jt_status open_array(const data_ctx *c, hid_t grp, const char *name, jt_a
     return JT_OK;
 }
 
-/* All arrays of a split have the same N (DESIGN.md): the requested ones against the first, then
- * every other data set in the split group (metadata only). */
+/* All arrays of a split have the same N (docs/data-format.md): the requested ones against the
+ * first, then every other data set in the split group (metadata only). */
 static jt_status check_rows(const data_ctx *c, hid_t grp, const jt_array *arrays,
                             const data_pending *p, size_t n_arrays, size_t *n_out) {
     char ref[256] = "";

@@ -1,6 +1,6 @@
 /* synth.c - `jtrain synth`: a synthetic data set with the arrays of AVFM, for tests and smoke runs.
  *
- * Layout (DESIGN.md "Data set file"): root attributes jtrain_format = "dataset", version = 1,
+ * Layout (docs/data-format.md): root attributes jtrain_format = "dataset", version = 1,
  * description; splits /train and /test, each with
  *   image   uint8   [N, 28, 28]  scale = 1/255, offset = 0
  *   audio   float32 [N, 32, 40]  mean/std float32[40] per mel band, computed on train, on both

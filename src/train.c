@@ -1,4 +1,4 @@
-/* train.c - the training run (DESIGN.md "What a run does"): config -> data shard -> model ->
+/* train.c - the training run (docs/run.md): config -> data shard -> model ->
  * loop of (batch, forward, weighted losses, backward overlapped with the gradient sum, Adam) ->
  * checkpoints, logs and the final evaluation.
  *
@@ -283,7 +283,8 @@ static jt_status save_checkpoint(run *r, int best) {
 }
 
 /* The saved data position only means the same batches under the same seed, global batch size
- * and split size (DESIGN.md: it does not depend on the number of ranks). */
+ * and split size (docs/design.md "N-invariant global batches": it does not depend on the
+ * number of ranks). */
 static jt_status check_position(const run *r, const char *path, const jt_ckpt_state *cs,
                                 char *err, size_t errlen) {
     jt_config saved;

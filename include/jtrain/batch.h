@@ -1,11 +1,12 @@
 /* batch.h - global batches drawn from one permutation per epoch, whatever the number of ranks.
  *
- * DESIGN.md: epoch e has one permutation perm of the split's n rows, drawn from (seed, e);
- * batch t is rows perm[t*B, min((t+1)*B, n)); rank r trains on the r-th part of it (the
- * remainder spread over the first ranks). A row that lives in another rank's shard is sent by
- * its owner in a non-blocking all-to-all of fixed-size records (every array of the split, one
- * row each), started one batch ahead so it overlaps the current step. The global number of
- * labelled rows of each label array travels with it (a non-blocking sum). */
+ * docs/design.md "N-invariant global batches": epoch e has one permutation perm of the
+ * split's n rows, drawn from (seed, e); batch t is rows perm[t*B, min((t+1)*B, n)); rank r
+ * trains on the r-th part of it (the remainder spread over the first ranks). A row that lives
+ * in another rank's shard is sent by its owner in a non-blocking all-to-all of fixed-size
+ * records (every array of the split, one row each), started one batch ahead so it overlaps the
+ * current step. The global number of labelled rows of each label array travels with it (a
+ * non-blocking sum). */
 #ifndef JTRAIN_BATCH_H
 #define JTRAIN_BATCH_H
 

@@ -1,4 +1,4 @@
-/* ckpt.h - checkpoints (DESIGN.md "Checkpoint file"): HDF5, written by rank 0 only, atomically,
+/* ckpt.h - checkpoints (docs/checkpoint.md): HDF5, written by rank 0 only, atomically,
  * and never harmful: what --resume auto loads is always intact and finite.
  *
  * <dir>/ckpt-<step, 8 digits>.h5 is built in memory, written to a temporary file in dir

@@ -1,4 +1,4 @@
-/* comm.h - every MPI call of jtrain lives behind this module (DESIGN.md).
+/* comm.h - every MPI call of jtrain lives behind this module (docs/design.md "Rules of the house").
  *
  * Every collective here must be reached by every rank in the same order. Counts are element
  * counts; buffers longer than INT_MAX elements are sent in chunks. */

@@ -1,15 +1,16 @@
 /* common.h - status codes, error reporting and always-on invariant checks.
  *
- * Two kinds of errors (STYLE.md): a broken invariant inside jtrain is a JT_CHECK that prints
- * rank, file, line and message and aborts every rank; a failure from outside (file, config,
- * memory, I/O) is a jt_status returned up to main, which maps it to the exit code. */
+ * Two kinds of errors (docs/design.md "Rules of the house"): a broken invariant inside jtrain
+ * is a JT_CHECK that prints rank, file, line and message and aborts every rank; a failure from
+ * outside (file, config, memory, I/O) is a jt_status returned up to main, which maps it to the
+ * exit code. */
 #ifndef JTRAIN_COMMON_H
 #define JTRAIN_COMMON_H
 
 #include <stddef.h>
 #include <stdint.h>
 
-/* Exit codes of DESIGN.md; a jt_status is one of them. */
+/* Exit codes of docs/cli.md "Exit codes"; a jt_status is one of them. */
 typedef enum {
     JT_OK = 0,
     JT_EUSAGE = 2,   /* usage or config error */

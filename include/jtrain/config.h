@@ -1,4 +1,4 @@
-/* config.h - the run's YAML config (DESIGN.md "Config"), strictly parsed with libyaml.
+/* config.h - the run's YAML config (docs/config.md), strictly parsed with libyaml.
  *
  * An unknown key, a duplicate key, a wrong type, a bad number or a missing required key is
  * JT_EUSAGE with one line in err:

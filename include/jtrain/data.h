@@ -1,4 +1,4 @@
-/* data.h - the HDF5 data set (DESIGN.md "Data set file"): validation and this rank's shard.
+/* data.h - the HDF5 data set (docs/data-format.md): validation and this rank's shard.
  *
  * Each rank reads one contiguous block of rows of each array it needs, in hyperslab reads of
  * whole chunks, once, into memory (never the whole file). Inputs are converted to float32 and
@@ -82,7 +82,7 @@ jt_array *jt_data_find(const jt_split *s, const char *name);
 /* NULL-safe; leaves s zeroed. */
 void jt_data_close(jt_split *s);
 
-/* Writes a synthetic data set with the arrays of AVFM (DESIGN.md; `jtrain synth`):
+/* Writes a synthetic data set with the arrays of AVFM (`jtrain synth`, docs/data-format.md):
  * image uint8 [N,28,28] (scale 1/255), audio float32 [N,32,40] (mean/std per band from train),
  * label (10) / word (10, == label) / speaker (16; -1 on rows i % 50 == 3) / group (4, a function
  * of label) int32 [N] with `classes`, caption int32 [N,11] with `vocab` ("<end>" = 0, then

@@ -1,4 +1,5 @@
-/* layer.h - a layer kind is a setup/init/forward/backward table behind a name (DESIGN.md).
+/* layer.h - a layer kind is a setup/init/forward/backward table behind a name
+ * (docs/design.md "Rules of the house").
  *
  * Shapes are per sample (the batch dimension N is separate): an image is (C, H, W), a sequence
  * (T, F), a vector (F). Tensors are float32, row-major, batch first: x is (n, in...), y is

@@ -1,7 +1,8 @@
 /* loss.h - fused softmax cross-entropy with masked (-1) labels.
  *
  * The loss of a head is a sum over labelled samples divided by the GLOBAL number of labelled
- * samples in the batch (DESIGN.md), so `scale` = weight / global_labelled is given by the caller. */
+ * samples in the batch (docs/design.md "N-invariant global batches"), so `scale` =
+ * weight / global_labelled is given by the caller. */
 #ifndef JTRAIN_LOSS_H
 #define JTRAIN_LOSS_H
 

@@ -3,8 +3,8 @@
  * then a dense projection to the target's classes that jtrain adds, and a softmax
  * cross-entropy loss on a label array, with a weight). A head whose target is a sequence label
  * [N, L] ends with an attn_decoder layer instead (its logits are (L, vocab); the model sets its
- * vocab and length and feeds it the target tokens for teacher forcing) and a per-token loss. Architectures 1-3 of DESIGN.md are
- * configs of this one graph.
+ * vocab and length and feeds it the target tokens for teacher forcing) and a per-token loss.
+ * Architectures 1-3 of docs/design.md are configs of this one graph.
  *
  * Invariants: all memory (parameters, activations, gradients, workspaces) is sized for max_n
  * rows when the model is built; forward, loss and backward never allocate. Gradients are

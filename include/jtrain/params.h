@@ -1,5 +1,5 @@
 /* params.h - the four flat float32 buffers (parameters, gradients, Adam m and v) and the table
- * of named views into them (DESIGN.md, rules of the house).
+ * of named views into them (docs/design.md "Rules of the house").
  *
  * Use: jt_params_init, jt_params_add for every tensor while the model is built, then
  * jt_params_alloc once; pointers from jt_params_w/g are stable after that. */

@@ -1,4 +1,4 @@
-/* train.h - the `train` and `eval` commands: a run of DESIGN.md "What a run does".
+/* train.h - the `train` and `eval` commands: a run of docs/run.md.
  * Both are collective: every rank calls them and every rank returns the same status. */
 #ifndef JTRAIN_TRAIN_H
 #define JTRAIN_TRAIN_H

@@ -1,6 +1,6 @@
 /* layers/decoder.c - attn_decoder: a GRU sequence decoder with additive attention over the
- * encoder's vectors (the captioning head of DESIGN.md, architecture 2), trained with teacher
- * forcing and run greedily at evaluation.
+ * encoder's vectors (the captioning head of architecture 2, docs/design.md "Architectures"),
+ * trained with teacher forcing and run greedily at evaluation.
  *
  * Settings: units U (required); the embedding size E and the attention size A are both U.
  * Set by the model (not the config): opt.vocab V and opt.length L; setup fails without them.

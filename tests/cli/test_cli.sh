@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The command line and its exit codes (DESIGN.md): help/version, usage errors (2), config
+# The command line and its exit codes (docs/cli.md): help/version, usage errors (2), config
 # errors naming the key (2), data set errors naming the array (3, within seconds), checkpoint
 # errors (4), eval --json, summary of a config and of a checkpoint.
 source "$(dirname "$0")/../testlib.sh"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds a tiny AVFM (datasets/avfm/build) and checks it against the data set contract
-# (DESIGN.md "Data set file") and the AVFM layout (datasets/avfm/README.md): shapes, dtypes,
+# (docs/data-format.md) and the AVFM layout (datasets/avfm/README.md): shapes, dtypes,
 # attributes, label ranges, caption format, non-degenerate audio, and reproducibility (same seed
 # -> identical arrays whatever --jobs; another seed -> different arrays).
 # Env: JT_SRC (source dir), JT_TMP (scratch dir), JT_PYTHON (a python candidate).

@@ -1,4 +1,4 @@
-/* batch_check.c - run under mpiexec by test_batch.sh: checks the global batch of DESIGN.md.
+/* batch_check.c - run under mpiexec by test_batch.sh: checks the global batch of docs/design.md.
  *
  * An in-memory split whose rows hold their own global index (an input) and a label equal to
  * index % 7, or -1 for every 5th row. For 3 epochs it walks every batch and checks that

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Each of the three architectures of DESIGN.md trains from its config alone under mpiexec -np 2 on synthetic
-# data and reaches clearly-above-chance test accuracy on every head (jtrain eval --json).
+# Each of the three architectures of docs/design.md trains from its config alone under mpiexec
+# -np 2 on synthetic data and reaches clearly-above-chance test accuracy on every head (jtrain
+# eval --json).
 source "$(dirname "$0")/../testlib.sh"
 make_synth synth.h5 1200 400
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The global batch of DESIGN.md on 1-4 ranks (batch_check.c does the checks on each run):
+# The global batch of docs/design.md on 1-4 ranks (batch_check.c does the checks on each run):
 # right rows and data after the exchange, every sample exactly once per epoch across ranks,
 # and the same batches whatever the number of ranks.
 source "$(dirname "$0")/../testlib.sh"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Training on 1, 2 and 3 (oversubscribed) ranks with the same global batch and seed ends with
-# the same parameters up to summation order after 20 steps (DESIGN.md), the replicas on every
+# the same parameters up to summation order after 20 steps (docs/design.md), the replicas on every
 # rank are bitwise identical, and replicas that differ at the start or drift apart make the
 # run fail with exit 6.
 source "$(dirname "$0")/../testlib.sh"

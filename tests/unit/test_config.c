@@ -1,6 +1,7 @@
-/* test_config.c - the config parser: the DESIGN.md example, defaults, every class of error
- * (each test checks the status AND that the message names the file, the line and the dotted
- * key), --set overrides, and the jt_config_to_yaml round trip. */
+/* test_config.c - the config parser: the example of docs/config.md
+ * (tests/fixtures/config/avfm-separate.yaml), defaults, every class of error (each test checks
+ * the status AND that the message names the file, the line and the dotted key), --set
+ * overrides, and the jt_config_to_yaml round trip. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

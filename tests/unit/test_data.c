@@ -778,7 +778,7 @@ static void test_err_rows(void **state) {
     H5Fclose(f);
     EXPECT_FAIL(p, "/train/label has 5 rows", "/train/image has 6");
 
-    /* an array nobody asked for must agree too (DESIGN.md: all arrays of a split) */
+    /* an array nobody asked for must agree too (docs/data-format.md: all arrays of a split) */
     f = make_base(p, 6, 0);
     tf_array(f, "train/extra", H5T_STD_I32LE, H5T_NATIVE_INT32, 1, d1, lab);
     H5Fclose(f);

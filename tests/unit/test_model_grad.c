@@ -3,7 +3,7 @@
  * two heads' gradients, cross-attention context gradients, loss weights and masking, sequence
  * heads) shows up as a mismatch between g.d and the central difference of the loss along d.
  * Also: the loss scaling makes the summed gradient of two half-batches equal the gradient of
- * the whole batch (the data-parallel invariant of DESIGN.md). */
+ * the whole batch (the data-parallel invariant of docs/design.md). */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
