@@ -1,15 +1,32 @@
-"""jtrain_torch - PyTorch twins of jtrain models: the outside oracle of issue 7.
+#!/usr/bin/python3
+"""jtrain_torch - PyTorch twins of jtrain models: the outside oracle of issue 7, and the loader
+of jtrain checkpoints into PyTorch (issue 11).
 
 A twin is a torch.nn.Module that computes what jtrain computes for the same config: the same
-blocks and heads, the same layer kinds (src/layers/*.c), the projection "<head>.out" jtrain adds
-to every class head, the same loss (per head: weight * mean cross-entropy over labelled rows,
-label -1 masked; summed over heads; src/model.c jt_model_loss) and torch.optim.AdamW (src/optim.c
-follows it term by term). Every activation keeps jtrain's layout: a sequence is (N, T, F),
-time-major, so conv1d -> flatten flattens (T', filters) as jtrain does. Parameters are named by
-jtrain's views ("<chain>.<index>.<kind>.<param>", "<head>.out.W"); the only parameter whose
-layout differs from torch's is conv1d's weight, permuted in `jtrain_layout` / `torch_layout`.
+blocks and heads, the same layer kinds (src/layers/*.c, all of them), the projection
+"<head>.out" jtrain adds to every class head, the same loss (per head: weight * mean
+cross-entropy over labelled rows, label -1 masked; summed over heads; src/model.c jt_model_loss)
+and torch.optim.AdamW (src/optim.c follows it term by term). Every activation keeps jtrain's
+layout: a sequence is (N, T, F), time-major, so conv1d -> flatten flattens (T', filters) as
+jtrain does. Parameters are named by jtrain's views ("<chain>.<index>.<kind>.<param>",
+"<head>.out.W"); PARAM_MAP is the one table, per layer kind, of which torch tensor each view is
+and how its layout differs (only conv1d's weight is permuted); the twins, the reference
+fixtures, the benchmark and load() all go through it.
 
-Needs Debian's /usr/bin/python3 (torch, numpy, PyYAML). API:
+Needs Debian's /usr/bin/python3 (torch, numpy, h5py, PyYAML: scripts/setup --with-torch).
+
+Checkpoints:
+
+    m = load("runs/x/latest")          # or a ckpt-<step>.h5, a run folder, a best file
+    x = read_split(m.data, m.split, data_arrays(m)[0])   # normalised inputs, as jtrain loads them
+    logits = m(x)                                         # {head: (N, classes) | (N, L, vocab)}
+
+    /usr/bin/python3 scripts/jtrain_torch.py CHECKPOINT --eval [--data FILE] [--split NAME]
+
+prints `jtrain eval CHECKPOINT --json`'s JSON, computed in torch (exit 2 usage, 3 data set, 4
+checkpoint, as jtrain). Evaluation decodes sequence heads greedily, as jtrain's eval does.
+
+Twins (the reference fixtures, the benchmark):
 
     cfg = load_config(path_or_text)                # the YAML config as a dict
     twin, views = build_twin(cfg, shapes, classes)  # views: {view name: (kind, pname, Parameter)}
@@ -29,8 +46,13 @@ jtrain normalises them on load), labels integer. Dropout: `twin.dropout_mode = "
 jtrain's own masks (xoshiro256** streams per (seed, step, row, layer), src/rng.c; slow, exact),
 "torch" uses torch.nn.functional.dropout (for benchmarks).
 """
+import json
 import math
+import os
+import re
+import sys
 
+import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -60,20 +82,70 @@ def parse_layer(spec):
     return kind, dict(opts or {})
 
 
-# ---- layouts: the one place where torch's and jtrain's parameter layouts differ ----
+# ---- the name map: the ONE place that ties jtrain's parameter views to torch's tensors ----
+
+_T12 = (0, 2, 1)  # swap the last two axes of a 3-D weight
+_RNN = [("W_ih", "rnn.weight_ih_l0"), ("W_hh", "rnn.weight_hh_l0"), ("b_ih", "rnn.bias_ih_l0"),
+        ("b_hh", "rnn.bias_hh_l0")]  # gate blocks in torch's order on both sides: GRU r, z, n;
+#                                      LSTM i, f, g, o (src/layers/gru.c, lstm.c)
+_MHA = [(n, n) for n in ("Wq", "bq", "Wk", "bk", "Wv", "bv", "Wo", "bo")]
+
+# kind -> [(jtrain parameter name, attribute path of the torch tensor in the layer module,
+#           permutation taking the torch tensor to jtrain's layout (None: the same layout))],
+# in jtrain's registration order: a view is "<chain>.<index>.<kind>.<name>" ("<head>.out.<name>"
+# for the projection jtrain adds to a class head). Kinds without parameters are absent.
+PARAM_MAP = {
+    "dense": [("W", "lin.weight"), ("b", "lin.bias")],          # (out, in), as nn.Linear
+    "conv2d": [("W", "conv.weight"), ("b", "conv.bias")],       # (filters, C, k, k)
+    # jtrain (filters, k, F), time-major windows; torch (filters, F, k)
+    "conv1d": [("W", "conv.weight", _T12), ("b", "conv.bias")],
+    "gru": _RNN,
+    "lstm": _RNN,
+    "layernorm": [("gain", "ln.weight"), ("bias", "ln.bias")],
+    "attention_pool": [("W", "W"), ("b", "b"), ("v", "v")],    # (A, F), (A), (A)
+    "self_attention": _MHA,                                      # torch's x @ W.t() + b
+    "cross_attention": _MHA,
+    # emb (V+1, U) with START = row V; the GRU cell's input is [emb; context]
+    "attn_decoder": [("emb", "emb"), ("W_a", "W_a"), ("U_a", "U_a"), ("b_a", "b_a"), ("v", "v"),
+                     ("W_ih", "cell.weight_ih"), ("W_hh", "cell.weight_hh"),
+                     ("b_ih", "cell.bias_ih"), ("b_hh", "cell.bias_hh"), ("W_o", "W_o"),
+                     ("b_o", "b_o")],
+}
+
+
+def _param_entry(kind, pname):
+    for e in PARAM_MAP.get(kind, ()):
+        if e[0] == pname:
+            return e
+    raise KeyError(f"layer kind {kind!r} has no parameter {pname!r}")
+
+
+def _perm(kind, pname):
+    e = _param_entry(kind, pname)
+    return e[2] if len(e) > 2 else None
+
 
 def jtrain_layout(kind, pname, t):
     """A torch parameter (tensor) in jtrain's layout for view <...>.<kind>.<pname>."""
-    if kind == "conv1d" and pname == "W":  # torch (filters, F, k) -> jtrain (filters, k, F)
-        return t.permute(0, 2, 1)
-    return t
+    perm = _perm(kind, pname)
+    return t if perm is None else t.permute(*perm)
 
 
 def torch_layout(kind, pname, t):
     """Inverse of jtrain_layout."""
-    if kind == "conv1d" and pname == "W":
-        return t.permute(0, 2, 1)
-    return t
+    perm = _perm(kind, pname)
+    return t if perm is None else t.permute(*np.argsort(perm).tolist())
+
+
+def layer_params(layer):
+    """[(jtrain parameter name, torch Parameter)] of a twin layer, from PARAM_MAP."""
+    out = []
+    for e in PARAM_MAP.get(layer.kind, ()):
+        obj = layer
+        for part in e[1].split("."):
+            obj = getattr(obj, part)
+        out.append((e[0], obj))
+    return out
 
 
 # ---- jtrain's random streams (src/rng.c), for bit-exact dropout masks ----
@@ -168,7 +240,7 @@ class Layer(nn.Module):
     kind = None
 
     def params(self):
-        return []
+        return layer_params(self)
 
 
 class Dense(Layer):
@@ -179,8 +251,6 @@ class Dense(Layer):
         self.lin = nn.Linear(shape[-1], o["units"])
         self.out_shape = tuple(shape[:-1]) + (o["units"],)
 
-    def params(self):
-        return [("W", self.lin.weight), ("b", self.lin.bias)]
 
     def forward(self, x, ctx):
         return self.lin(x)
@@ -203,8 +273,6 @@ class Conv2d(Layer):
         self.conv = nn.Conv2d(C, o["filters"], k, stride=s)
         self.out_shape = (o["filters"], oh, ow)
 
-    def params(self):
-        return [("W", self.conv.weight), ("b", self.conv.bias)]
 
     def forward(self, x, ctx):
         if self.two:
@@ -285,8 +353,6 @@ class Conv1d(Layer):
         self.conv = nn.Conv1d(Fin, o["filters"], k, stride=s)
         self.out_shape = (ot, o["filters"])
 
-    def params(self):
-        return [("W", self.conv.weight), ("b", self.conv.bias)]
 
     def forward(self, x, ctx):
         x = x.transpose(1, 2)  # (N, T, F) -> torch's (N, F, T)
@@ -328,10 +394,6 @@ class Recurrent(Layer):
         self.seq = bool(o.get("return_sequences", False))
         self.out_shape = (shape[0], U) if self.seq else (U,)
 
-    def params(self):
-        r = self.rnn
-        return [("W_ih", r.weight_ih_l0), ("W_hh", r.weight_hh_l0), ("b_ih", r.bias_ih_l0),
-                ("b_hh", r.bias_hh_l0)]
 
     def forward(self, x, ctx):
         y = self.rnn(x)[0]
@@ -346,8 +408,6 @@ class LayerNorm(Layer):
         self.ln = nn.LayerNorm(shape[-1], eps=LN_EPS)
         self.out_shape = tuple(shape)
 
-    def params(self):
-        return [("gain", self.ln.weight), ("bias", self.ln.bias)]
 
     def forward(self, x, ctx):
         return self.ln(x)
@@ -375,8 +435,6 @@ class AttentionPool(Layer):
         self.W, self.b, self.v = _glorot(A, Fin), _small(A), _glorot(A)
         self.out_shape = (Fin,)
 
-    def params(self):
-        return [("W", self.W), ("b", self.b), ("v", self.v)]
 
     def forward(self, x, ctx):
         X = _as_rows(x, self.chw)
@@ -406,9 +464,6 @@ class MultiHeadAttention(Layer):
         self.Wo, self.bo = _glorot(D, D), _small(D)
         self.out_shape = (D,) if self.vec else (T, D)
 
-    def params(self):
-        return [("Wq", self.Wq), ("bq", self.bq), ("Wk", self.Wk), ("bk", self.bk),
-                ("Wv", self.Wv), ("bv", self.bv), ("Wo", self.Wo), ("bo", self.bo)]
 
     def forward(self, x, ctx):
         N = x.shape[0]
@@ -447,11 +502,6 @@ class AttnDecoder(Layer):
         self.W_o, self.b_o = _glorot(vocab, U + Fin), _small(vocab)
         self.out_shape = (length, vocab)
 
-    def params(self):
-        c = self.cell
-        return [("emb", self.emb), ("W_a", self.W_a), ("U_a", self.U_a), ("b_a", self.b_a),
-                ("v", self.v), ("W_ih", c.weight_ih), ("W_hh", c.weight_hh), ("b_ih", c.bias_ih),
-                ("b_hh", c.bias_hh), ("W_o", self.W_o), ("b_o", self.b_o)]
 
     def forward(self, x, ctx):
         N = x.shape[0]
@@ -556,11 +606,18 @@ class Twin(nn.Module):
         for name in self.order:
             x = ctx["chains"].get(self.src[name])
             if x is None:
-                x = arrays[self.src[name]]
+                x = self._input(arrays[self.src[name]])
             for lay in self.chains[name]:
                 x = lay(x, ctx)
             ctx["chains"][name] = x
         return {h: ctx["chains"][h] for h in self.heads}
+
+    def _input(self, x):
+        """An input batch as a tensor of the twin's float dtype (numpy arrays and other float
+        dtypes are converted; the values must already be normalised as jtrain loads them)."""
+        dtype = next(self.parameters()).dtype
+        x = torch.as_tensor(x)
+        return x if x.dtype == dtype else x.to(dtype)
 
 
 def build_twin(cfg, shapes, classes, dtype=torch.float32):
@@ -662,3 +719,279 @@ def shapes_of(split):
         if "classes" in d.attrs or "vocab" in d.attrs:
             classes[name] = len(d.attrs["vocab"] if "vocab" in d.attrs else d.attrs["classes"])
     return shapes, classes
+
+
+# ---- checkpoints: load() and the eval command ----
+
+class JtError(Exception):
+    """An error the command reports as one line and an exit code (jtrain's: 2 usage, 3 data
+    set, 4 checkpoint)."""
+
+    def __init__(self, code, msg):
+        super().__init__(msg)
+        self.code = code
+
+
+_CKPT_NAME = re.compile(r"ckpt-[0-9]{8,20}\.h5")
+
+
+def resolve_checkpoint(path):
+    """The checkpoint file a user names, as jtrain resolves it (src/ckpt_dir.c jt_ckpt_resolve):
+    a ckpt-<step>.h5 (any HDF5 file), a run folder (its latest), or a latest/best pointer file,
+    whose one line names a checkpoint file beside it."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        base = path.rstrip("/") or "/"
+        pointer = os.path.join(base, "latest")
+        if not os.path.exists(pointer):
+            raise JtError(4, f"checkpoint {path}: a directory without a latest file (not a "
+                             "checkpoint folder, or no checkpoint was written there yet)")
+        return _read_pointer(pointer, base + ("" if base == "/" else "/"))
+    if not os.path.isfile(path):
+        raise JtError(4, f"checkpoint {path}: " + ("not a regular file or directory"
+                                                   if os.path.exists(path) else
+                                                   "No such file or directory"))
+    if h5py.is_hdf5(path):
+        return path
+    slash = path.rfind("/")
+    return _read_pointer(path, path[:slash + 1])
+
+
+def _read_pointer(pointer, base):
+    with open(pointer, "rb") as f:
+        text = f.read(256)
+    name = text[:-1] if text.endswith(b"\n") else text
+    if not _CKPT_NAME.fullmatch(name.decode("latin-1")):
+        shown = "".join(c if " " <= c <= "~" else "?" for c in name[:60].decode("latin-1"))
+        raise JtError(4, f"checkpoint {pointer}: not an HDF5 file, nor a latest or best file "
+                         f"naming one like ckpt-00000020.h5 (found '{shown}')")
+    target = base + name.decode("ascii")
+    if not os.path.isfile(target):
+        raise JtError(4, f"checkpoint {pointer} names {target}, which does not exist or is not "
+                         "a file")
+    return target
+
+
+def read_checkpoint(path):
+    """(config text, step, {view: float32 ndarray}) of a checkpoint file (include/jtrain/ckpt.h);
+    the loss-balancing views balance.* (train.balance), not part of the network, are left out."""
+    try:
+        with h5py.File(path, "r") as f:
+            if _attr_str(f.attrs.get("jtrain_format")) != "checkpoint":
+                raise JtError(4, f"checkpoint {path}: not a jtrain checkpoint (attribute "
+                                 "jtrain_format is not 'checkpoint')")
+            text = _attr_str(f.attrs["config"])
+            step = int(f.attrs["step"])
+            params = {k: np.asarray(d[()], dtype=np.float32) for k, d in f["params"].items()
+                      if not k.startswith("balance.")}
+    except (OSError, KeyError) as e:
+        raise JtError(4, f"checkpoint {path}: {e}") from None
+    return text, step, params
+
+
+def _attr_str(v):
+    return v.decode("utf-8") if isinstance(v, bytes) else (None if v is None else str(v))
+
+
+def data_arrays(twin):
+    """(input arrays, label arrays) the twin reads from a data set split."""
+    inputs = sorted({twin.src[c] for c in twin.order if twin.src[c] not in twin.chains})
+    labels = sorted({tgt for tgt, _ in twin.heads.values()})
+    return inputs, labels
+
+
+def _split_meta(path, split):
+    try:
+        with h5py.File(path, "r") as f:
+            if split not in f:
+                raise JtError(3, f"{path}: no split /{split}")
+            return shapes_of(f[split])
+    except OSError as e:
+        raise JtError(3, f"{path}: {e}") from None
+
+
+def load(checkpoint, data=None, split=None, shapes=None, classes=None, dtype=torch.float32):
+    """A torch.nn.Module (a Twin, in eval mode) of a jtrain checkpoint: built from its resolved
+    config (root attribute config) with its weights (/params/<view>, through PARAM_MAP).
+
+    checkpoint: a ckpt-<step>.h5, a run folder or a latest/best file. The per-sample shapes and
+    class counts come from the data set's metadata (data, default the config's data.file, read
+    from the working directory as jtrain does; split, default data.eval) unless shapes and
+    classes are given (as for build_twin). Every view of the checkpoint but balance.* must match
+    a twin parameter in name and shape, and the other way round.
+
+    m(arrays) maps arrays by name (normalised inputs, e.g. read_split's: image (N, H, W) or
+    (N, C, H, W), audio (N, T, F)) to {head: logits}, (N, classes) or (N, L, vocab) for a
+    sequence head, decoded greedily as jtrain's eval does (no target tokens needed). The module
+    carries .checkpoint (the resolved file), .step, .config (dict), .config_text, .data,
+    .split."""
+    path = resolve_checkpoint(checkpoint)
+    text, step, params = read_checkpoint(path)
+    try:
+        cfg = load_config(text)
+    except Exception as e:  # noqa: BLE001 - a damaged config is a checkpoint error
+        raise JtError(4, f"checkpoint {path}: its config does not parse: {e}") from None
+    dcfg = cfg.get("data") or {}
+    data = data or dcfg.get("file")
+    split = split or dcfg.get("eval", "test")
+    if shapes is None or classes is None:
+        shapes, classes = _split_meta(data, split)
+    try:
+        twin, views = build_twin(cfg, shapes, classes, dtype)
+    except (KeyError, ValueError) as e:
+        raise JtError(3, f"{data} /{split}: cannot build the model of {path} on it: "
+                         f"{type(e).__name__}: {e}") from None
+    missing = [v for v in views if v not in params]
+    extra = [v for v in params if v not in views]
+    if missing or extra:
+        raise JtError(4, f"checkpoint {path} does not match its model: "
+                         + "; ".join(x for x in (
+                             missing and "missing " + ", ".join(missing[:5]),
+                             extra and "unexpected " + ", ".join(extra[:5])) if x))
+    for name, (kind, pname, p) in views.items():
+        want = tuple(jtrain_layout(kind, pname, p).shape)
+        if params[name].shape != want:
+            raise JtError(4, f"checkpoint {path}: params/{name} has shape "
+                             f"{params[name].shape}, the model expects {want}")
+    load_jtrain_arrays(views, params)
+    twin.eval()
+    twin.checkpoint, twin.step, twin.config, twin.config_text = path, step, cfg, text
+    twin.data, twin.split = data, split
+    return twin
+
+
+def read_split(path, split, names, dtype=torch.float32):
+    """{name: tensor} of whole arrays of a data set split: inputs normalised as jtrain does on
+    load (src/data.c: x * scale + offset, uint8's default scale 1/255, or (x - mean) / std per
+    entry of the last axis; in double, then rounded to float32), labels as int64."""
+    out = {}
+    try:
+        with h5py.File(path, "r") as f:
+            g = f[split]
+            for name in names:
+                if name not in g:
+                    raise JtError(3, f"{path}: no array /{split}/{name}")
+                d = g[name]
+                x = d[()]
+                a = d.attrs
+                if "classes" in a or "vocab" in a:
+                    out[name] = torch.from_numpy(x.astype(np.int64))
+                    continue
+                if "mean" in a:
+                    mean = np.asarray(a["mean"], np.float64).reshape(-1)
+                    std = np.asarray(a["std"], np.float64).reshape(-1)
+                    x = (x.astype(np.float64) - mean) / std
+                elif "scale" in a or "offset" in a or x.dtype == np.uint8:
+                    scale = float(np.asarray(a.get("scale", 1 / 255 if x.dtype == np.uint8
+                                                    else 1.0)).reshape(-1)[0])
+                    offset = float(np.asarray(a.get("offset", 0.0)).reshape(-1)[0])
+                    x = x.astype(np.float64) * scale + offset
+                out[name] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)).to(dtype)
+    except OSError as e:
+        raise JtError(3, f"{path}: {e}") from None
+    return out
+
+
+def head_stats(logits, y):
+    """jtrain's sums for one head and batch (src/loss.c, src/model.c jt_model_loss): rows (or
+    tokens) with a label >= 0 count; loss_sum = sum of log-sum-exp(z) - z_y in float64 over the
+    float logits; correct = argmax (first maximum) == y; for a sequence head (y (N, L)) a row
+    with a labelled token is a sequence, exact when every labelled token is right."""
+    V = logits.shape[-1]
+    z = logits.detach().reshape(-1, V).double()
+    yy = y.reshape(-1)
+    if len(yy) and (int(yy.min()) < -1 or int(yy.max()) >= V):
+        raise JtError(3, f"a label outside [-1, {V})")
+    mask = yy >= 0
+    zl, yl = z[mask], yy[mask]
+    st = {"loss_sum": float((torch.logsumexp(zl, 1) - zl.gather(1, yl[:, None])[:, 0]).sum())
+          if len(yl) else 0.0,
+          "n": int(mask.sum()), "correct": int((zl.argmax(1) == yl).sum()),
+          "seq_rows": 0, "seq_exact": 0}
+    if y.dim() == 2:
+        right = (z.argmax(1) == yy) | ~mask
+        m2 = mask.reshape(y.shape)
+        rows = m2.any(1)
+        st["seq_rows"] = int(rows.sum())
+        st["seq_exact"] = int((right.reshape(y.shape).all(1) & rows).sum())
+    return st
+
+
+def evaluate(twin, arrays, batch=256):
+    """{head: sums} over a split's arrays ({name: tensor}, read_split's), in batches of rows."""
+    _, labels = data_arrays(twin)
+    n = next(iter(arrays.values())).shape[0]
+    acc = {h: {"loss_sum": 0.0, "n": 0, "correct": 0, "seq_rows": 0, "seq_exact": 0}
+           for h in twin.heads}
+    twin.eval()
+    with torch.no_grad():
+        for off in range(0, n, batch):
+            part = {k: v[off:off + batch] for k, v in arrays.items()}
+            logits = twin(part)
+            for h, (tgt, _) in twin.heads.items():
+                for k, v in head_stats(logits[h], part[tgt]).items():
+                    acc[h][k] += v
+    return acc
+
+
+def eval_json(twin, acc, data, split):
+    """The JSON line of `jtrain eval --json` (src/evaluate.c), with the same number formats."""
+    def num(x):
+        return "%.6f" % x
+
+    parts = []
+    for h in twin.heads:
+        a, seq = acc[h], len(twin.chains[h]) and twin.chains[h][-1].kind == "attn_decoder"
+        n = a["n"]
+        s = _json_str(h) + ": {"
+        s += (f'"loss": {num(a["loss_sum"] / n)}, "accuracy": {num(a["correct"] / n)}' if n
+              else '"loss": null, "accuracy": null')
+        s += f', "n": {n}, "correct": {a["correct"]}'
+        if seq:
+            s += (', "sequence_accuracy": ' + (num(a["seq_exact"] / a["seq_rows"])
+                                              if a["seq_rows"] else "null"))
+            s += f', "sequences": {a["seq_rows"]}'
+        parts.append(s + "}")
+    return ('{"checkpoint": %s, "data": %s, "split": %s, "step": %d, "heads": {%s}}'
+            % (_json_str(twin.checkpoint), _json_str(data), _json_str(split), twin.step,
+               ", ".join(parts)))
+
+
+def _json_str(s):
+    """A path as a JSON string as jtrain writes it: UTF-8, a byte that is not UTF-8 as U+FFFD."""
+    return json.dumps(os.fsencode(s).decode("utf-8", "replace"), ensure_ascii=False)
+
+
+def main(argv=None):
+    import argparse
+    ap = argparse.ArgumentParser(
+        prog="jtrain_torch.py",
+        description="Load a jtrain checkpoint into PyTorch; --eval prints per-head metrics as "
+                    "JSON in the shape of `jtrain eval CHECKPOINT --json`.")
+    ap.add_argument("checkpoint", help="a ckpt-<step>.h5, a run folder, or a latest/best file")
+    ap.add_argument("--eval", action="store_true", help="evaluate on a split and print JSON")
+    ap.add_argument("--data", help="the data set (default: the config's data.file)")
+    ap.add_argument("--split", help="the split (default: the config's data.eval)")
+    ap.add_argument("--batch", type=int, default=256, help="rows per forward pass (256)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    args = ap.parse_args(argv)
+    if not args.eval:
+        ap.error("nothing to do: pass --eval")
+    if args.batch < 1:
+        ap.error("--batch must be >= 1")
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    try:
+        twin = load(args.checkpoint, data=args.data, split=args.split)
+        inputs, labels = data_arrays(twin)
+        arrays = read_split(twin.data, twin.split, inputs + labels)
+        acc = evaluate(twin, arrays, args.batch)
+        print(eval_json(twin, acc, twin.data, twin.split), flush=True)
+    except JtError as e:
+        print(f"jtrain_torch: {e}", file=sys.stderr)
+        return e.code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
