@@ -1,10 +1,11 @@
-"""jtrain_convert - turns a user's images, WAV files and a CSV of labels into a jtrain data set
-file (docs/data-format.md); run it through scripts/jtrain-convert. `--help` has the usage,
-datasets/README.md the input format.
+"""jtrain_convert - turns a user's images and WAV files, labelled by a CSV or by class folders,
+into a jtrain data set file (docs/data-format.md); run it through scripts/jtrain-convert.
+`--help` has the usage, datasets/README.md the input format.
 
-Audio goes through the same log-mel front end as AVFM (scripts/jtrain_audio.py). Every error
-names the file (and the CSV line) and exits with 3 (data) or 2 (usage); nothing is written
-unless the whole input is consistent (the output is written to a temporary file and renamed).
+Audio goes through the same log-mel front end as AVFM (scripts/jtrain_audio.py). PNG and JPEG
+images are decoded with PIL (python3-pil) when it is installed. Every error names the file (and
+the CSV line) and exits with 3 (data) or 2 (usage); nothing is written unless the whole input is
+consistent (the output is written to a temporary file and renamed).
 """
 
 import os
@@ -82,19 +83,6 @@ def read_pgm(path):
     return img.astype(np.uint8 if maxval < 256 else np.uint16)
 
 
-def read_png(path):
-    try:
-        from PIL import Image
-    except ImportError:
-        raise DataError("PNG images need python3-pil (Pillow), which is not installed; "
-                        "use .npy or .pgm images, or an .npy/.idx array")
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im)
-    except Exception as e:  # Pillow raises many kinds
-        raise DataError("cannot decode PNG (%s)" % e)
-
-
 def read_idx(path):
     """An idx file (MNIST format), optionally gzip'd; returns the array."""
     opener = gzip.open if path.endswith(".gz") else open
@@ -123,15 +111,37 @@ def read_array_file(path):
         raise DataError("%s: cannot read (%s)" % (path, e))
 
 
-def read_image_file(path):
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".npy":
-        return np.load(path, allow_pickle=False)
-    if ext in (".pgm", ".pnm"):
-        return read_pgm(path)
-    if ext == ".png":
-        return read_png(path)
-    raise DataError("unsupported image type %r (use .npy, .pgm, or .png with python3-pil)" % ext)
+PIL_EXTS = (".png", ".jpg", ".jpeg")
+IMAGE_EXTS = (".npy", ".pgm", ".pnm") + PIL_EXTS
+GREY8_MODES = {"1", "L", "LA", "La"}                         # to uint8 grey
+GREY_HI_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}  # 16/32-bit grey: to float32
+
+
+def pil_image():
+    """PIL's Image module, or None when PIL is not installed."""
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        return None
+    return Image, ImageOps
+
+
+def need_pil():
+    """PIL's modules, or the DataError telling how to install it (the caller adds the file)."""
+    m = pil_image()
+    if m is None:
+        raise DataError("PNG and JPEG images need PIL (Debian: python3-pil), which %s cannot import: "
+                        "install it with `apt-get install python3-pil` or `scripts/setup --with-pil` "
+                        "(or use .npy/.pgm images)" % sys.executable)
+    return m
+
+
+def parse_size(text):
+    """"HxW" -> (H, W)."""
+    m = re.match(r"^([0-9]+)[xX]([0-9]+)$", text)
+    if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+        raise ValueError
+    return int(m.group(1)), int(m.group(2))
 
 
 def image_layout(img, channels_last):
@@ -144,6 +154,109 @@ def image_layout(img, channels_last):
     if img.dtype.kind not in "uif":
         raise DataError("image of dtype %s: expected integers or floats" % img.dtype)
     return img
+
+
+def _shape_text(shape):
+    return "x".join(str(d) for d in shape)
+
+
+class ImageReader:
+    """Reads the image files of one data set into one layout: [H, W] (grey) or [C, H, W].
+
+    PNG/JPEG (through PIL) become uint8 grey [H, W] or RGB [3, H, W]: `channels` (1 or 3, from
+    --channels) or else the first PNG/JPEG's (grey modes 1/L/LA give 1, all others 3). A grey
+    image in an RGB data set is repeated into 3 channels (lossless); a colour image in a grey data
+    set whose channels were not given is an error (converting it would lose colour silently);
+    alpha is dropped; 16/32-bit grey images become float32; EXIF orientation is applied. `size`
+    (H, W) resizes PNG/JPEG images (Lanczos) that differ; without it every image must have the
+    first one's size. .npy/.pgm files are read as they are (`channels_last`: .npy [H, W, C]).
+    Errors are DataError without the file name (the caller adds it and its CSV line).
+    """
+
+    def __init__(self, channels=None, size=None, channels_last=False):
+        self.channels = channels
+        self.channels_given = channels is not None
+        self.channels_from = None   # the file that decided the channels
+        self.size = size
+        self.channels_last = channels_last
+        self.first = None           # (path, shape, dtype) of the first image
+
+    def read(self, path):
+        ext = os.path.splitext(path)[1].lower()
+        if ext in PIL_EXTS:
+            img = self._read_pil(path)
+        elif ext in (".npy", ".pgm", ".pnm"):
+            try:
+                img = np.load(path, allow_pickle=False) if ext == ".npy" else read_pgm(path)
+            except (OSError, ValueError, EOFError) as e:
+                raise DataError("cannot read (%s)" % (getattr(e, "strerror", None) or e))
+            img = image_layout(img, self.channels_last)
+            if self.size is not None and img.shape[-2:] != self.size:
+                raise DataError("image of %s pixels, but --size is %s: --size resizes PNG and JPEG "
+                                "images only" % (_shape_text(img.shape[-2:]), _shape_text(self.size)))
+        else:
+            raise DataError("unsupported image type %r (use .png/.jpg/.jpeg with python3-pil, "
+                            ".npy or .pgm)" % ext)
+        if self.first is None:
+            self.first = (path, img.shape, img.dtype)
+        elif img.shape != self.first[1] or img.dtype != self.first[2]:
+            hint = ""
+            if img.shape[-2:] != self.first[1][-2:] and ext in PIL_EXTS:
+                hint = "; pass --size %s to resize PNG/JPEG images to that size" % _shape_text(self.first[1][-2:])
+            raise DataError("image %s %s, but the first image (%s) is %s %s%s"
+                            % (img.dtype, img.shape, self.first[0], self.first[2], self.first[1], hint))
+        return img
+
+    def _read_pil(self, path):
+        Image, ImageOps = need_pil()
+        try:
+            with Image.open(path) as im:
+                im.load()
+                im = ImageOps.exif_transpose(im)
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+            raise DataError("cannot read (%s)" % e.strerror)
+        except Exception as e:  # Pillow raises many kinds on damaged files
+            raise DataError("cannot decode the image (%s)" % e)
+        mode = im.mode
+        colour = mode not in GREY8_MODES and mode not in GREY_HI_MODES
+        if self.channels is None:
+            self.channels = 3 if colour else 1
+            self.channels_from = path
+        if colour and self.channels == 1 and not self.channels_given:
+            raise DataError("a colour image (mode %s), but the data set is grey-scale like its first "
+                            "PNG/JPEG image %s: pass --channels 3 to keep colour (grey images are "
+                            "repeated into 3 channels) or --channels 1 to convert every image to grey"
+                            % (mode, self.channels_from))
+        if self.size is not None and (im.height, im.width) != self.size:
+            if mode in GREY_HI_MODES:
+                im = im.convert("I").convert("F") if mode != "F" else im
+            resample = getattr(Image, "Resampling", Image).LANCZOS
+            try:
+                im = im.resize((self.size[1], self.size[0]), resample)
+            except Exception as e:
+                raise DataError("cannot resize the image (mode %s) to %s (%s)"
+                                % (mode, _shape_text(self.size), e))
+        if mode in GREY_HI_MODES:
+            if im.mode != "F":
+                im = (im if im.mode == "I" else im.convert("I")).convert("F")
+            grey = np.asarray(im, dtype=np.float32)
+        elif not colour or self.channels == 1:
+            grey = np.asarray(im.convert("L"))
+        else:
+            return np.ascontiguousarray(np.asarray(im.convert("RGB")).transpose(2, 0, 1))
+        return grey if self.channels == 1 else np.ascontiguousarray(np.stack([grey] * 3))
+
+
+def check_pil_for(paths):
+    """An early, clear error when PNG/JPEG files are given and PIL is missing: (path, where) pairs."""
+    if pil_image() is not None:
+        return
+    for path, where in paths:
+        if os.path.splitext(path)[1].lower() in PIL_EXTS:
+            try:
+                need_pil()
+            except DataError as e:
+                raise DataError("%s%s: %s" % (where, path, e))
 
 
 # ---------------------------------------------------------------- CSV
@@ -232,40 +345,229 @@ def label_classes(csv_path, col, rows, split, fixed):
     return out, classes
 
 
+# ---------------------------------------------------------------- class folders
+
+FOLDER_SPLITS = ("train", "test", "val")
+MODALITIES = (("images", IMAGE_EXTS), ("audio", (".wav",)))
+
+
+def _listdir(path):
+    try:
+        return sorted(e for e in os.listdir(path) if not e.startswith("."))
+    except OSError as e:
+        raise DataError("%s: cannot list (%s)" % (path, e.strerror))
+
+
+def scan_modality(root, rel, exts, need_files):
+    """ROOT/REL/<class>/<file>: a sorted list of (class, stem, relative path). Hidden entries are
+    skipped; a file outside a class folder, a sub-folder, another file type, or (need_files) an
+    empty class folder is an error."""
+    out = []
+    for cls in _listdir(os.path.join(root, rel)):
+        cdir = os.path.join(root, rel, cls)
+        if not os.path.isdir(cdir):
+            raise DataError("%s: a file outside a class folder (expected %s/<class>/<file>)"
+                            % (cdir, os.path.join(root, rel)))
+        files = _listdir(cdir)
+        if not files and need_files:
+            raise DataError("%s: empty class folder (remove it, or add its files)" % cdir)
+        for name in files:
+            path = os.path.join(cdir, name)
+            stem, ext = os.path.splitext(name)
+            if os.path.isdir(path):
+                raise DataError("%s: a folder inside a class folder (expected %s/<class>/<file>, "
+                                "one level of classes)" % (path, os.path.join(root, rel)))
+            if ext.lower() not in exts:
+                raise DataError("%s: unsupported file type %r in %s/ (expected %s)"
+                                % (path, ext, rel.split(os.sep)[-1], " ".join(exts)))
+            out.append((cls, stem, os.path.join(rel, cls, name)))
+    return out
+
+
+def pair_by_stem(root, images, audio):
+    """Rows of a split holding both images/ and audio/: one image and one WAV with the same stem."""
+    for what, files in (("images", images), ("audio", audio)):
+        seen = {}
+        for cls, stem, rel in files:
+            if stem in seen:
+                raise DataError("%s and %s: two %s files with the stem %r; with images/ and audio/ "
+                                "files are paired by stem, which must be unique within %s/"
+                                % (os.path.join(root, seen[stem]), os.path.join(root, rel),
+                                   "image" if what == "images" else "audio", stem, what))
+            seen[stem] = rel
+    by_i = {stem: (cls, rel) for cls, stem, rel in images}
+    by_a = {stem: (cls, rel) for cls, stem, rel in audio}
+    lone = sorted([(rel, "audio", "%s.wav" % stem) for stem, (_, rel) in by_i.items() if stem not in by_a] +
+                  [(rel, "images", "%s.png (or .jpg .jpeg .npy .pgm)" % stem)
+                   for stem, (_, rel) in by_a.items() if stem not in by_i])
+    if lone:
+        rel, other, want = lone[0]
+        split_dir = os.path.dirname(os.path.dirname(os.path.dirname(rel)))   # PART of PART/images/CLASS/FILE
+        more = " (and %d more unpaired files)" % (len(lone) - 1) if len(lone) > 1 else ""
+        raise DataError("%s: unpaired: no %s in any class folder of %s/ (with images/ and audio/, a row "
+                        "is the image and the WAV with the same file stem)%s"
+                        % (os.path.join(root, rel), want, os.path.join(root, split_dir, other), more))
+    return [(by_i[s][0], by_i[s][1], by_a[s][0], by_a[s][1]) for s in sorted(by_i)]
+
+
+def read_folders(a):
+    """--folders ROOT: returns (split, labels, image files, audio files, meta), rows in order."""
+    root = a.folders
+    if not os.path.isdir(root):
+        raise DataError("%s: no such folder" % root)
+    split_dirs = [s for s in FOLDER_SPLITS if os.path.isdir(os.path.join(root, s))]
+    mod_top = [m for m, _ in MODALITIES if os.path.isdir(os.path.join(root, m))]
+    if split_dirs and mod_top:
+        raise DataError("%s: holds both %s/ and %s/: put images/ and audio/ either at the top (split "
+                        "with --test-fraction) or inside train/ and test/" % (root, split_dirs[0], mod_top[0]))
+    if not split_dirs and not mod_top:
+        raise DataError("%s: no images/ or audio/ folder (nor train/ and test/ folders holding them); "
+                        "expected ROOT/images/<class>/<file> and/or ROOT/audio/<class>/<file>" % root)
+    if split_dirs:
+        if a.test_fraction is not None:
+            raise UsageError("%s has train/ and test/ folders: they are the split, drop --test-fraction" % root)
+        for s in ("train", "test"):
+            if s not in split_dirs:
+                raise DataError("%s: has %s/ but no %s/ folder" % (root, split_dirs[0], s))
+        parts = split_dirs
+    else:
+        parts = [""]
+    mods = None
+    rows = []       # (split or None, image class, image rel, audio class, audio rel)
+    for part in parts:
+        have = [m for m, _ in MODALITIES if os.path.isdir(os.path.join(root, part, m))]
+        if not have:
+            raise DataError("%s: no images/ or audio/ folder" % os.path.join(root, part))
+        if mods is None:
+            mods = have
+        elif have != mods:
+            raise DataError("%s: holds %s, but %s holds %s: every split needs the same folders"
+                            % (os.path.join(root, part), "/ and ".join(have) + "/",
+                               os.path.join(root, parts[0]), "/ and ".join(mods) + "/"))
+        need = part in ("", "train")
+        found = {m: scan_modality(root, os.path.join(part, m), exts, need) for m, exts in MODALITIES if m in have}
+        for m, files in found.items():
+            if not files:
+                raise DataError("%s: no files in its class folders" % os.path.join(root, part, m))
+        if len(have) == 2:
+            rows += [(part or None,) + r for r in pair_by_stem(root, found["images"], found["audio"])]
+        elif have == ["images"]:
+            rows += [(part or None, c, rel, None, None) for c, _, rel in found["images"]]
+        else:
+            rows += [(part or None, None, None, c, rel) for c, _, rel in found["audio"]]
+
+    if split_dirs:
+        split = np.array([r[0] for r in rows], dtype=object)
+    else:
+        split = random_split(len(rows), a, root)
+    labels, meta = {}, {}
+    for col, m, name in ((1, "images", a.image_label), (3, "audio", a.audio_label)):
+        if m not in mods:
+            continue
+        values = [r[col] for r in rows]
+        fixed = a.fixed.get(name)
+        if fixed is not None:
+            classes = fixed
+        elif split_dirs:    # the classes of train; another split's class must have files in train
+            classes = sorted(set(v for v, s in zip(values, split) if s == "train"))
+        else:               # every class folder, wherever the random split put its files
+            classes = sorted(set(values))
+        index = {c: i for i, c in enumerate(classes)}
+        for v, r in zip(values, rows):
+            if v not in index:
+                path = os.path.join(root, os.path.dirname(r[col + 1]))
+                if fixed is not None:
+                    raise DataError("%s: class %r is not one of the classes given with --classes %s=..."
+                                    % (path, v, name))
+                raise DataError("%s: class %r has files in %s/ but none in train/" % (path, v, r[0]))
+        labels[name] = (np.array([index[v] for v in values], np.int32), list(classes))
+        meta["image_file" if m == "images" else "audio_file"] = [r[col + 1] for r in rows]
+    images = [(os.path.join(root, r[2]), "") for r in rows] if "images" in mods else None
+    audio = [(os.path.join(root, r[4]), "") for r in rows] if "audio" in mods else None
+    return split, labels, images, audio, meta
+
+
 # ---------------------------------------------------------------- main
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
-                                description="Convert images, WAV files and a CSV of labels into a jtrain "
-                                            "data set file (HDF5).",
+                                description="Convert images and WAV files, labelled by a CSV or by class "
+                                            "folders, into a jtrain data set file (HDF5).",
                                 epilog="""
-CSV: UTF-8, a header row, one row per sample. Columns:
-  image   an image file in --images DIR (.npy [H,W] or [C,H,W], .pgm P2/P5, .png with python3-pil),
-          or, with --images FILE.npy|FILE.idx[.gz], a row index into that array (if the column is
-          absent, CSV row i is array row i)
+Images: .png .jpg .jpeg (through PIL: apt-get install python3-pil, or scripts/setup --with-pil;
+  without it such a file is exit 3), .npy [H,W] or [C,H,W], .pgm P2/P5. PNG/JPEG become uint8
+  grey [H,W] or RGB [3,H,W]: --channels, or else as the first PNG/JPEG (grey images join an RGB
+  set repeated into 3 channels; a colour image in a grey set is an error unless --channels 1 is
+  given); alpha is dropped, EXIF orientation applied, 16-bit grey kept as float32. All images
+  must have one size, or give --size HxW to resize PNG/JPEG images to it.
+
+CSV (--csv): UTF-8, a header row, one row per sample. Columns:
+  image   an image file in --images DIR, or, with --images FILE.npy|FILE.idx[.gz], a row index
+          into that array (if the column is absent, CSV row i is array row i)
   audio   a WAV file (PCM 8/16/24/32-bit, mono or multi-channel, any rate), relative to --audio-dir
   split   train | test | val (name it with --split-column; or use --test-fraction)
   any other column is a label: names, or non-negative integers; an empty cell means no label (-1)
-Exit codes: 0 ok, 2 usage, 3 bad input data (the message names the file and line).""")
-    p.add_argument("--csv", required=True, help="the CSV of samples and labels")
+
+Class folders (--folders ROOT instead of --csv):
+  ROOT/images/<class>/<stem>.png|.jpg|.jpeg|.npy|.pgm   -> label array image_class (--image-label)
+  ROOT/audio/<class>/<stem>.wav                         -> label array audio_class (--audio-label)
+  One of the two, or both. With one, each file is a row. With both, each row is the image and the
+  WAV with the same file stem, whatever their classes (images/cat/x1.png + audio/alice/x1.wav:
+  image_class cat, audio_class alice); a stem must be unique within images/ and within audio/,
+  and a file without its partner is an error. Classes are the folder names, sorted (--classes
+  NAME=A,B,... fixes them). Split: folders ROOT/train/ and ROOT/test/ (and optionally
+  ROOT/val/), each holding images/ and/or audio/ as above (a class of test/ or val/ must have
+  files in train/), or else a random --test-fraction (default 0.2) of the rows. Hidden files
+  are skipped; another file type, a file outside a class folder, a deeper folder or an empty
+  class folder in train is an error. Rows are sorted by class folder and file name (with both:
+  by stem); /<split>/meta/image_file and audio_file record each row's files, relative to ROOT.
+
+Exit codes: 0 ok, 2 usage, 3 bad input data (the message names the file and CSV line),
+1 no Python with numpy and h5py.""")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--csv", help="the CSV of samples and labels")
+    src.add_argument("--folders", metavar="ROOT", help="a folder of class folders (below) instead of a CSV")
     p.add_argument("--out", required=True, help="the HDF5 file to write")
-    p.add_argument("--images", help="a folder of image files, or one .npy / .idx[.gz] array [N, ...]")
-    p.add_argument("--audio-dir", help="folder the audio column is relative to (default: the CSV's folder)")
-    p.add_argument("--split-column", help="column holding train/test/val (default: 'split' if present)")
+    p.add_argument("--images", help="with --csv: a folder of image files, or one .npy / .idx[.gz] array [N, ...]")
+    p.add_argument("--audio-dir", help="with --csv: folder the audio column is relative to (default: the CSV's folder)")
+    p.add_argument("--split-column", help="with --csv: column holding train/test/val (default: 'split' if present)")
     p.add_argument("--test-fraction", type=float, help="random test fraction when there is no split column "
-                                                        "(default 0.2)")
+                                                        "or train/ and test/ folders (default 0.2)")
     p.add_argument("--seed", type=int, default=1, help="seed of the random split (default 1)")
     p.add_argument("--clip-seconds", type=float, default=ja.CLIP_SECONDS,
                    help="clips are zero-padded or cut at the end to this length (default 1.0)")
     p.add_argument("--classes", action="append", default=[], metavar="COLUMN=A,B,...",
                    help="fix the class names and order of a label column (repeatable)")
-    p.add_argument("--channels-last", action="store_true", help="3-D images are [H, W, C]")
+    p.add_argument("--channels", type=int, choices=(1, 3),
+                   help="PNG/JPEG images become grey (1) or RGB (3) (default: as the first one)")
+    p.add_argument("--size", metavar="HxW", help="resize PNG/JPEG images to H x W pixels (default: no "
+                                                 "resizing; all images must have one size)")
+    p.add_argument("--image-label", default="image_class",
+                   help="with --folders: the label array of the images' class folders (default image_class)")
+    p.add_argument("--audio-label", default="audio_class",
+                   help="with --folders: the label array of the audio's class folders (default audio_class)")
+    p.add_argument("--channels-last", action="store_true", help=".npy images (and arrays) are [H, W, C]")
     p.add_argument("--description", default="converted with jtrain scripts/jtrain-convert")
     a = p.parse_args(argv)
     if a.test_fraction is not None and not 0.0 < a.test_fraction < 1.0:
         p.error("--test-fraction must be between 0 and 1")
     if a.clip_seconds * ja.SAMPLE_RATE < 400 + 160 * (ja.FRAMES - 1):
         p.error("--clip-seconds must give at least %d frames (>= 0.335 s)" % ja.FRAMES)
+    if a.size is not None:
+        try:
+            a.size = parse_size(a.size)
+        except ValueError:
+            p.error("--size wants HxW in pixels, e.g. 28x28; got %r" % a.size)
+    if a.folders is not None:
+        for opt, val in (("--images", a.images), ("--audio-dir", a.audio_dir), ("--split-column", a.split_column)):
+            if val is not None:
+                p.error("%s goes with --csv, not --folders" % opt)
+        for opt, name in (("--image-label", a.image_label), ("--audio-label", a.audio_label)):
+            if not NAME_RE.match(name) or name in RESERVED:
+                p.error("%s %r: a label name is letters, digits and _ (not %s)"
+                        % (opt, name, ", ".join(sorted(RESERVED))))
+        if a.image_label == a.audio_label:
+            p.error("--image-label and --audio-label must differ (both are %r)" % a.image_label)
     fixed = {}
     for c in a.classes:
         col, eq, names = c.partition("=")
@@ -276,7 +578,31 @@ Exit codes: 0 ok, 2 usage, 3 bad input data (the message names the file and line
     return a
 
 
-def load_images(a, rows, header):
+def random_split(n, a, what):
+    frac = 0.2 if a.test_fraction is None else a.test_fraction
+    n_test = int(round(frac * n))
+    if n_test < 1 or n_test >= n:
+        raise DataError("%s: %d rows cannot be split with --test-fraction %g into non-empty train "
+                        "and test" % (what, n, frac))
+    rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([a.seed, 7])))
+    split = np.full(n, "train", dtype=object)
+    split[rng.choice(n, size=n_test, replace=False)] = "test"
+    return split
+
+
+def read_image_files(items, reader):
+    """items: (path, where) pairs, where = "" or "CSV:LINE: "; returns the stacked images."""
+    check_pil_for(items)
+    imgs = []
+    for path, where in items:
+        try:
+            imgs.append(reader.read(path))
+        except DataError as e:
+            raise DataError("%s%s: %s" % (where, path, e))
+    return np.stack(imgs)
+
+
+def load_images(a, rows, header, reader):
     if a.images is None:
         if "image" in header:
             raise UsageError("the CSV has an image column: pass --images DIR or --images FILE")
@@ -284,23 +610,12 @@ def load_images(a, rows, header):
     if os.path.isdir(a.images):
         if "image" not in header:
             raise UsageError("--images is a folder: the CSV needs an image column naming the files")
-        imgs = []
-        for line, r in rows:
-            path = os.path.join(a.images, r["image"])
-            try:
-                img = image_layout(read_image_file(path), a.channels_last)
-            except DataError as e:
-                raise DataError("%s:%d: %s: %s" % (a.csv, line, path, e))
-            except (OSError, ValueError) as e:
-                raise DataError("%s:%d: %s: cannot read (%s)" % (a.csv, line, path,
-                                                                getattr(e, "strerror", None) or e))
-            if imgs and (img.shape != imgs[0].shape or img.dtype != imgs[0].dtype):
-                raise DataError("%s:%d: %s: image %s %s, but the first image is %s %s"
-                                % (a.csv, line, path, img.dtype, img.shape, imgs[0].dtype, imgs[0].shape))
-            imgs.append(img)
-        return np.stack(imgs)
+        return read_image_files([(os.path.join(a.images, r["image"]), "%s:%d: " % (a.csv, line))
+                                 for line, r in rows], reader)
     if not os.path.exists(a.images):
         raise DataError("%s: no such file or folder" % a.images)
+    if a.size is not None or a.channels is not None:
+        raise UsageError("--size and --channels apply to PNG/JPEG files, not to the array %s" % a.images)
     arr = read_array_file(a.images)
     if arr.ndim not in (3, 4):
         raise DataError("%s: array of shape %s: expected [N, H, W] or [N, C, H, W]" % (a.images, arr.shape))
@@ -321,37 +636,47 @@ def load_images(a, rows, header):
     return np.ascontiguousarray(arr)
 
 
+def read_audio_files(items, clip_seconds):
+    """items: (path, where) pairs; returns log-mel [N, 32, 40] float32."""
+    n = int(round(clip_seconds * ja.SAMPLE_RATE))
+    out = np.empty((len(items), ja.FRAMES, ja.N_MELS), np.float32)
+    batch, where_i = [], []
+    for i, (path, where) in enumerate(items):
+        if not os.path.isfile(path):
+            raise DataError("%saudio file %s not found" % (where, path))
+        try:
+            x, rate = ja.read_wav(path)
+        except ValueError as e:
+            raise DataError("%s%s: %s" % (where, path, e))
+        except OSError as e:
+            raise DataError("%s%s: cannot read (%s)" % (where, path, e.strerror))
+        if not np.all(np.isfinite(x)):
+            raise DataError("%s%s: non-finite samples" % (where, path))
+        batch.append(ja.fit_clip(ja.resample(x, rate), n))
+        where_i.append(i)
+        if len(batch) == 256 or i == len(items) - 1:
+            out[np.asarray(where_i)] = ja.logmel(np.stack(batch))
+            batch, where_i = [], []
+    return out
+
+
 def load_audio(a, rows, header):
     if "audio" not in header:
         return None
     base = a.audio_dir or os.path.dirname(os.path.abspath(a.csv))
-    n = int(round(a.clip_seconds * ja.SAMPLE_RATE))
-    out = np.empty((len(rows), ja.FRAMES, ja.N_MELS), np.float32)
-    batch, where = [], []
-    for i, (line, r) in enumerate(rows):
-        path = os.path.join(base, r["audio"])
+    for line, r in rows:
         if not r["audio"]:
             raise DataError("%s:%d: empty audio cell" % (a.csv, line))
-        if not os.path.isfile(path):
-            raise DataError("%s:%d: audio file %s not found" % (a.csv, line, path))
-        try:
-            x, rate = ja.read_wav(path)
-        except ValueError as e:
-            raise DataError("%s:%d: %s: %s" % (a.csv, line, path, e))
-        except OSError as e:
-            raise DataError("%s:%d: %s: cannot read (%s)" % (a.csv, line, path, e.strerror))
-        if not np.all(np.isfinite(x)):
-            raise DataError("%s:%d: %s: non-finite samples" % (a.csv, line, path))
-        batch.append(ja.fit_clip(ja.resample(x, rate), n))
-        where.append(i)
-        if len(batch) == 256 or i == len(rows) - 1:
-            out[np.asarray(where)] = ja.logmel(np.stack(batch))
-            batch, where = [], []
-    return out
+    return read_audio_files([(os.path.join(base, r["audio"]), "%s:%d: " % (a.csv, line))
+                             for line, r in rows], a.clip_seconds)
 
 
-def main(argv):
-    a = parse_args(argv)
+def read_csv_input(a, reader):
+    """--csv: returns (split, labels, images, audio, meta)."""
+    for opt, val in (("--image-label", a.image_label != "image_class"),
+                     ("--audio-label", a.audio_label != "audio_class")):
+        if val:
+            raise UsageError("%s goes with --folders; with --csv a label array is named by its column" % opt)
     header, rows = read_csv(a.csv)
     split_col = a.split_column or ("split" if "split" in header else None)
     if split_col is not None and a.test_fraction is not None:
@@ -364,14 +689,7 @@ def main(argv):
             if s not in ("train", "test", "val"):
                 raise DataError("%s:%d: split %r: expected train, test or val" % (a.csv, line, s))
     else:
-        frac = 0.2 if a.test_fraction is None else a.test_fraction
-        n_test = int(round(frac * len(rows)))
-        if n_test < 1 or n_test >= len(rows):
-            raise DataError("%s: %d rows cannot be split with --test-fraction %g into non-empty train "
-                            "and test" % (a.csv, len(rows), frac))
-        rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([a.seed, 7])))
-        split = np.full(len(rows), "train", dtype=object)
-        split[rng.choice(len(rows), size=n_test, replace=False)] = "test"
+        split = random_split(len(rows), a, a.csv)
     for s in ("train", "test"):
         if not np.any(split == s):
             raise DataError("%s: the %s split is empty" % (a.csv, s))
@@ -385,10 +703,29 @@ def main(argv):
         if c not in label_cols:
             raise UsageError("--classes names %r, which is not a label column of %s" % (c, a.csv))
     labels = {c: label_classes(a.csv, c, rows, split, a.fixed.get(c)) for c in label_cols}
-    images = load_images(a, rows, header)
+    images = load_images(a, rows, header, reader)
     audio = load_audio(a, rows, header)
     if images is None and audio is None:
         raise UsageError("nothing to convert: the CSV needs an image or an audio column (or pass --images FILE)")
+    return split, labels, images, audio, {"csv_line": np.asarray([line for line, _ in rows], np.int32)}
+
+
+def main(argv):
+    a = parse_args(argv)
+    reader = ImageReader(a.channels, a.size, a.channels_last)
+    if a.folders is not None:
+        for c in a.fixed:
+            if c not in (a.image_label, a.audio_label):
+                raise UsageError("--classes names %r; with --folders the label arrays are %s (images) "
+                                 "and %s (audio)" % (c, a.image_label, a.audio_label))
+        split, labels, image_files, audio_files, meta = read_folders(a)
+        for s in ("train", "test"):
+            if not np.any(split == s):
+                raise DataError("%s: the %s split is empty" % (a.folders, s))
+        images = read_image_files(image_files, reader) if image_files is not None else None
+        audio = read_audio_files(audio_files, a.clip_seconds) if audio_files is not None else None
+    else:
+        split, labels, images, audio, meta = read_csv_input(a, reader)
 
     tr = split == "train"
     if audio is not None:
@@ -422,12 +759,17 @@ def main(argv):
                         ds.attrs["std"] = i_std
                 if audio is not None:
                     ja.write_audio(g, "audio", audio[rows_s], a_mean, a_std, a.clip_seconds)
-                for c in label_cols:
-                    ds = g.create_dataset(c, data=labels[c][0][rows_s], chunks=(min(n, 65536),), **gz)
-                    ds.attrs.create("classes", np.array(labels[c][1], dtype=object),
+                for c, (values, classes) in labels.items():
+                    ds = g.create_dataset(c, data=values[rows_s], chunks=(min(n, 65536),), **gz)
+                    ds.attrs.create("classes", np.array(classes, dtype=object),
                                     dtype=h5py.string_dtype("utf-8"))
                 m = g.create_group("meta")
-                m.create_dataset("csv_line", data=np.asarray([rows[i][0] for i in rows_s], np.int32))
+                for k, v in meta.items():
+                    if isinstance(v, np.ndarray):
+                        m.create_dataset(k, data=v[rows_s])
+                    else:
+                        m.create_dataset(k, data=np.array([v[i] for i in rows_s], dtype=object),
+                                         dtype=h5py.string_dtype("utf-8"))
         os.replace(tmp, a.out)
     except OSError as e:
         try:
@@ -440,7 +782,7 @@ def main(argv):
     print("%s: wrote %s (%s rows; %s%s; labels: %s)" % (
         PROG, a.out, counts, "image %s %s" % (images.dtype, images.shape[1:]) if images is not None else "no image",
         ", audio [32, 40]" if audio is not None else ", no audio",
-        ", ".join("%s (%d classes)" % (c, len(labels[c][1])) for c in label_cols) or "none"))
+        ", ".join("%s (%d classes)" % (c, len(cl)) for c, (_, cl) in labels.items()) or "none"))
     return 0
 
 
