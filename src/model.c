@@ -297,7 +297,7 @@ static jt_status check_memory(jt_model *m, const jt_config *cfg, const jt_split 
     size_t params = jt_size_add(jt_size_mul(3, jt_alloc_floats_bytes(p->total)),
                                 jt_alloc_floats_bytes(jt_size_add(p->total, JT_PARAMS_CTRL)));
     /* training's per-head gradients of the blocks that feed several heads (train_mt.h): heads
-     * x their parameters, and as much again for the longest such block (PCGrad's scratch) */
+     * x their parameters, and with PCGrad heads x the longest such block (its scratch) */
     size_t shared = 0, longest = 0;
     for (size_t k = 0; k < m->n_blocks; k++) {
         const jt_chain *c = &m->chains[k];
@@ -309,6 +309,7 @@ static jt_status check_memory(jt_model *m, const jt_config *cfg, const jt_split 
         shared = jt_size_add(shared, n);
         if (n > longest) longest = n;
     }
+    if (!cfg->train.pcgrad) longest = 0;
     params = jt_size_add(params, jt_size_mul(m->n_heads * sizeof(float), jt_size_add(shared, longest)));
     size_t ckpt = jt_size_mul(2, jt_size_add(jt_size_mul(3 * sizeof(float), p->total),
                                              jt_size_mul(4096, 3 * p->n_views + 16)));

@@ -49,7 +49,7 @@ jt_status jt_mt_init(jt_mt *mt, const jt_config *cfg, jt_model *m, char *err, si
     }
     if (mt->n_shared > 0) {
         mt->gh = jt_alloc_floats(mt->H * mt->S);
-        mt->work = jt_alloc_floats(mt->H * longest);
+        if (cfg->train.pcgrad) mt->work = jt_alloc_floats(mt->H * longest);
         mt->norm = jt_xcalloc(mt->n_shared * mt->H, sizeof(double));
         mt->cosine = jt_xcalloc(mt->n_shared * mt->H * mt->H, sizeof(double));
         /* GradNorm's W: the last layer with parameters of the shared block nearest the heads */

@@ -87,7 +87,7 @@ fast_exit 2 "train.batch_size: expected an integer >= 1, found '1e8'" \
 # Sizes: refused before allocating, with the estimate and the machine's memory (the 1e6-unit
 # model needs 49 GiB: on a 16 GiB machine, or any machine with less free).
 export JTRAIN_TEST_MEM_MB=16384
-fast_exit 2 "the model needs about 49.4 GiB per rank for batch 32 \(32 rows per rank\): parameters 19.5 GiB.*largest layer is trunk.1.dense.*16.0 GiB available of 16.0 GiB" \
+fast_exit 2 "the model needs about 59.0 GiB per rank for batch 32 \(32 rows per rank\): parameters 29.0 GiB \(weights, gradients, Adam m and v, per-head gradients of shared blocks\).*largest layer is trunk.1.dense.*16.0 GiB available of 16.0 GiB" \
   -- train "$base" --set data.file=synth.h5 --set 'model.blocks.trunk.layers=[flatten, {dense: {units: 1000000}}, relu]'
 unset JTRAIN_TEST_MEM_MB
 JTRAIN_TEST_MEM_MB=1 fast_exit 2 "the model needs about [0-9.]+ MiB per rank for batch 256 \(256 rows per rank\).*available of" \
