@@ -120,53 +120,68 @@ int jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out, const vol
     return complete;
 }
 
-jt_status jt_eval_run(const char *ckpt_arg, const char *data, const char *split_name, int json) {
-    char err[2048] = "", ckpt[JT_PATH_MAX] = "";
-    jt_ckpt_state cs;
-    memset(&cs, 0, sizeof cs);
-    jt_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    jt_split split;
-    memset(&split, 0, sizeof split);
-    jt_model m;
-    memset(&m, 0, sizeof m);
-    jt_head_eval *ev = NULL;
-    int rank = jt_comm_rank(), world = jt_comm_size();
-
-    jt_status st = jt_comm_agree_report(jt_ckpt_resolve(ckpt_arg, ckpt, sizeof ckpt, err,
+jt_status jt_trained_open(jt_trained *t, const char *ckpt_arg, const char *data,
+                          const char *split, size_t max_n) {
+    char err[2048] = "";
+    memset(t, 0, sizeof *t);
+    jt_status st = jt_comm_agree_report(jt_ckpt_resolve(ckpt_arg, t->ckpt, sizeof t->ckpt, err,
                                                         sizeof err), err);
-    if (st != JT_OK) goto cleanup;
-    st = jt_comm_agree_report(jt_ckpt_read_state(ckpt, &cs, err, sizeof err), err);
-    if (st != JT_OK) goto cleanup;
-    st = jt_config_parse(&cfg, cs.config_text, ckpt, NULL, 0, err, sizeof err);
-    if ((st = jt_comm_agree_report(st == JT_OK ? JT_OK : JT_ECKPT, err)) != JT_OK) goto cleanup;
-    const char *path = data ? data : cfg.data.file;
-    const char *sname = split_name ? split_name : cfg.data.eval;
-    /* evaluating a split without labels is allowed: each head reports "n 0, no labels" */
-    st = jt_comm_agree_report(
-        jt_model_open_split(&cfg, path, sname, rank, world, 0, &split, err, sizeof err), err);
-    if (st != JT_OK) goto cleanup;
-    st = jt_comm_agree_report(jt_model_build(&m, &cfg, &split, 256, err, sizeof err), err);
-    if (st != JT_OK) goto cleanup;
-    st = jt_comm_agree_report(jt_ckpt_load(ckpt, &m.params, &cs, err, sizeof err), err);
-    if (st != JT_OK) goto cleanup;
-    ev = jt_xcalloc(m.n_heads, sizeof *ev);
-    jt_evaluate(&m, &split, ev, NULL);
-    if (rank == 0) {
+    if (st == JT_OK)
+        st = jt_comm_agree_report(jt_ckpt_read_state(t->ckpt, &t->cs, err, sizeof err), err);
+    if (st == JT_OK) {
+        st = jt_config_parse(&t->cfg, t->cs.config_text, t->ckpt, NULL, 0, err, sizeof err);
+        st = jt_comm_agree_report(st == JT_OK ? JT_OK : JT_ECKPT, err);
+    }
+    if (st == JT_OK) {
+        t->data = data ? data : t->cfg.data.file;
+        t->split_name = split ? split : t->cfg.data.eval;
+        st = jt_comm_agree_report(jt_model_open_split(&t->cfg, t->data, t->split_name,
+                                                      jt_comm_rank(), jt_comm_size(), 0,
+                                                      &t->split, err, sizeof err), err);
+    }
+    if (st == JT_OK)
+        st = jt_comm_agree_report(jt_model_build(&t->model, &t->cfg, &t->split, max_n, err,
+                                                 sizeof err), err);
+    if (st == JT_OK) {
+        jt_ckpt_state_free(&t->cs); /* the load reads it again, with the weights */
+        st = jt_comm_agree_report(jt_ckpt_load(t->ckpt, &t->model.params, &t->cs, err,
+                                               sizeof err), err);
+    }
+    if (st != JT_OK) jt_trained_close(t);
+    return st;
+}
+
+void jt_trained_close(jt_trained *t) {
+    if (!t) return;
+    jt_model_free(&t->model);
+    jt_data_close(&t->split);
+    jt_config_free(&t->cfg);
+    jt_ckpt_state_free(&t->cs);
+    memset(t, 0, sizeof *t);
+}
+
+jt_status jt_eval_run(const char *ckpt_arg, const char *data, const char *split_name, int json) {
+    jt_trained t;
+    jt_status st = jt_trained_open(&t, ckpt_arg, data, split_name, 256);
+    if (st != JT_OK) return st;
+    jt_model *m = &t.model;
+    jt_head_eval *ev = jt_xcalloc(m->n_heads, sizeof *ev);
+    jt_evaluate(m, &t.split, ev, NULL);
+    if (jt_comm_rank() == 0) {
         if (json) {
             printf("{\"checkpoint\": ");
-            json_string(stdout, ckpt);
+            json_string(stdout, t.ckpt);
             printf(", \"data\": ");
-            json_string(stdout, path);
+            json_string(stdout, t.data);
             printf(", \"split\": ");
-            json_string(stdout, sname);
-            printf(", \"step\": %llu, \"heads\": {", (unsigned long long)cs.step);
-            jt_head_eval_print(&m, ev, NULL, stdout);
+            json_string(stdout, t.split_name);
+            printf(", \"step\": %llu, \"heads\": {", (unsigned long long)t.cs.step);
+            jt_head_eval_print(m, ev, NULL, stdout);
             printf("}}\n");
         } else {
-            for (size_t h = 0; h < m.n_heads; h++) {
+            for (size_t h = 0; h < m->n_heads; h++) {
                 const jt_head_eval *e = &ev[h];
-                const jt_chain *c = &m.chains[m.n_blocks + h];
+                const jt_chain *c = &m->chains[m->n_blocks + h];
                 double n = e->labelled;
                 if (n > 0)
                     printf("%-12s loss %.4f  accuracy %.4f  (%.0f/%.0f)", c->name,
@@ -181,12 +196,8 @@ jt_status jt_eval_run(const char *ckpt_arg, const char *data, const char *split_
         }
         fflush(stdout);
     }
-cleanup:
     free(ev);
-    jt_model_free(&m);
-    jt_data_close(&split);
-    jt_config_free(&cfg);
-    jt_ckpt_state_free(&cs);
+    jt_trained_close(&t);
     return st;
 }
 

@@ -14,6 +14,7 @@
  *              (N, L): the greedy tokens
  *   attribute classes on /H: the target's class (or vocabulary) names
  * Root attributes: checkpoint, data, split (strings), step (uint64). */
+#include <errno.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,73 +125,48 @@ static void run_forward(jt_model *m, const jt_split *s, float **logits, int32_t 
 
 jt_status jt_predict_run(const char *ckpt_arg, const char *data, const char *split_name,
                          const char *out) {
-    char err[2048] = "", ckpt[JT_PATH_MAX] = "", tmp[JT_PATH_MAX + 32] = "";
-    jt_ckpt_state cs;
-    memset(&cs, 0, sizeof cs);
-    jt_config cfg;
-    memset(&cfg, 0, sizeof cfg);
-    jt_split split;
-    memset(&split, 0, sizeof split);
-    jt_model m;
-    memset(&m, 0, sizeof m);
+    char err[2048] = "", tmp[JT_PATH_MAX + 32] = "";
     float *logits[JT_MODEL_MAX_ARRAYS] = {0};
     int32_t *pred[JT_MODEL_MAX_ARRAYS] = {0};
     int rank = jt_comm_rank(), world = jt_comm_size();
     jt_h5_quiet();
-
-    jt_status st = jt_comm_agree_report(jt_ckpt_resolve(ckpt_arg, ckpt, sizeof ckpt, err,
-                                                        sizeof err), err);
-    if (st != JT_OK) goto cleanup;
-    st = jt_comm_agree_report(jt_ckpt_read_state(ckpt, &cs, err, sizeof err), err);
-    if (st != JT_OK) goto cleanup;
-    st = jt_config_parse(&cfg, cs.config_text, ckpt, NULL, 0, err, sizeof err);
-    if ((st = jt_comm_agree_report(st == JT_OK ? JT_OK : JT_ECKPT, err)) != JT_OK) goto cleanup;
-    const char *path = data ? data : cfg.data.file;
-    const char *sname = split_name ? split_name : cfg.data.eval;
-    st = jt_comm_agree_report(
-        jt_model_open_split(&cfg, path, sname, rank, world, 0, &split, err, sizeof err), err);
-    if (st != JT_OK) goto cleanup;
-    st = jt_comm_agree_report(jt_model_build(&m, &cfg, &split, PREDICT_CHUNK, err, sizeof err), err);
-    if (st != JT_OK) goto cleanup;
-    st = jt_comm_agree_report(jt_ckpt_load(ckpt, &m.params, &cs, err, sizeof err), err);
-    if (st != JT_OK) goto cleanup;
-    size_t rows = split.end - split.begin;
-    for (size_t h = 0; h < m.n_heads; h++) {
-        const jt_chain *c = &m.chains[m.n_blocks + h];
+    jt_trained t;
+    jt_status st = jt_trained_open(&t, ckpt_arg, data, split_name, PREDICT_CHUNK);
+    if (st != JT_OK) return st;
+    jt_model *m = &t.model;
+    size_t rows = t.split.end - t.split.begin;
+    for (size_t h = 0; h < m->n_heads; h++) {
+        const jt_chain *c = &m->chains[m->n_blocks + h];
         logits[h] = jt_xcalloc(rows * logit_elems(c) + 1, sizeof(float));
         pred[h] = jt_xcalloc(rows * pred_elems(c) + 1, sizeof(int32_t));
     }
-    run_forward(&m, &split, logits, pred);
+    run_forward(m, &t.split, logits, pred);
 
     { /* rank 0's temp file name, the same on every rank */
         uint64_t pid = rank == 0 ? (uint64_t)getpid() : 0;
         jt_comm_sum_u64(&pid, 1);
         snprintf(tmp, sizeof tmp, "%s.tmp.%llu", out, (unsigned long long)pid);
     }
-    if (rank == 0) st = create_output(tmp, &m, &split, ckpt, cs.step, err, sizeof err);
-    if ((st = jt_comm_agree_report(st, err)) != JT_OK) goto cleanup;
+    if (rank == 0) st = create_output(tmp, m, &t.split, t.ckpt, t.cs.step, err, sizeof err);
+    st = jt_comm_agree_report(st, err);
     for (int r = 0; r < world && st == JT_OK; r++)
-        st = jt_comm_agree_report(r == rank ? write_rows(tmp, &m, &split, logits, pred, err,
+        st = jt_comm_agree_report(r == rank ? write_rows(tmp, m, &t.split, logits, pred, err,
                                                          sizeof err)
                                             : JT_OK, err);
     if (st == JT_OK && rank == 0 && rename(tmp, out) != 0) {
-        snprintf(err, sizeof err, "cannot rename %s to %s", tmp, out);
+        snprintf(err, sizeof err, "cannot rename %s to %s: %s", tmp, out, strerror(errno));
         st = JT_EUSAGE;
     }
     st = jt_comm_agree_report(st, err);
     if (st == JT_OK && rank == 0)
-        printf("wrote %s: %zu rows of %s /%s, %zu head%s, from %s (step %llu)\n", out, split.n,
-               path, sname, m.n_heads, m.n_heads > 1 ? "s" : "", ckpt,
-               (unsigned long long)cs.step);
-cleanup:
-    if (st != JT_OK && rank == 0 && tmp[0]) unlink(tmp);
+        printf("wrote %s: %zu rows of %s /%s, %zu head%s, from %s (step %llu)\n", out,
+               t.split.n, t.data, t.split_name, m->n_heads, m->n_heads > 1 ? "s" : "", t.ckpt,
+               (unsigned long long)t.cs.step);
+    if (st != JT_OK && rank == 0) unlink(tmp);
     for (size_t h = 0; h < JT_MODEL_MAX_ARRAYS; h++) {
         free(logits[h]);
         free(pred[h]);
     }
-    jt_model_free(&m);
-    jt_data_close(&split);
-    jt_config_free(&cfg);
-    jt_ckpt_state_free(&cs);
+    jt_trained_close(&t);
     return st;
 }

@@ -1,7 +1,8 @@
 /* rng.h - explicit random number states (xoshiro256**), never global.
  *
  * Every stream is derived from (seed, purpose, a, b, c), e.g. (seed, JT_RNG_SHUFFLE, epoch, 0, 0)
- * or (seed, JT_RNG_DROPOUT, step, rank, layer), so a run repeats bit for bit. */
+ * or (seed, JT_RNG_DROPOUT, step, global row, layer), never the rank, so a run repeats bit for bit
+ * on any number of ranks. */
 #ifndef JTRAIN_RNG_H
 #define JTRAIN_RNG_H
 

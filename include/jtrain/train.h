@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "jtrain/ckpt.h"
 #include "jtrain/common.h"
 #include "jtrain/data.h"
 #include "jtrain/model.h"
@@ -44,6 +45,26 @@ void jt_head_eval_print(const jt_model *m, const jt_head_eval *ev, FILE *out, FI
  * remaining chunks (it still joins the sum, so no rank hangs); the result is 0 on every rank
  * when some rank stopped early (out is then partial), else 1. */
 int jt_evaluate(jt_model *m, const jt_split *split, jt_head_eval *out, const volatile int *stop);
+
+/* A trained model opened on a split: what eval and predict run. */
+typedef struct {
+    char ckpt[JT_PATH_MAX];   /* the checkpoint file (resolved) */
+    const char *data;         /* the data set file: --data or the config's data.file */
+    const char *split_name;   /* --split or the config's data.eval */
+    jt_ckpt_state cs;
+    jt_config cfg;            /* the checkpoint's config */
+    jt_split split;           /* this rank's shard of the split (labels optional) */
+    jt_model model;           /* built for max_n rows per pass, with the checkpoint's weights */
+} jt_trained;
+
+/* Collective: resolves ckpt_arg (file, latest/best, run folder), reads its config, opens this
+ * rank's shard of split (data or split NULL: the config's data.file / data.eval; a split without
+ * labels is allowed), builds the model for passes of max_n rows and loads the checkpoint; every
+ * step agreed over ranks (the lowest failing rank reports). On failure t is left closed. */
+jt_status jt_trained_open(jt_trained *t, const char *ckpt_arg, const char *data,
+                          const char *split, size_t max_n);
+/* NULL-safe; leaves t zeroed. */
+void jt_trained_close(jt_trained *t);
 
 /* `jtrain eval CKPT [--data FILE] [--split NAME] [--json]`. */
 jt_status jt_eval_run(const char *ckpt, const char *data, const char *split, int json);
