@@ -67,6 +67,10 @@ void jt_ui_times(const jt_ui *ui, uint64_t step, double *elapsed, double *eta) {
 void jt_fmt_duration(double seconds, char *buf, size_t len) {
     if (!(seconds >= 0)) seconds = 0;
     if (seconds > 99.0 * 3600) seconds = 99.0 * 3600;
+    if (seconds < 59.95) {
+        snprintf(buf, len, "%.1fs", seconds);
+        return;
+    }
     long s = (long)(seconds + 0.5);
     if (s >= 3600) snprintf(buf, len, "%ld:%02ld:%02ld", s / 3600, s / 60 % 60, s % 60);
     else snprintf(buf, len, "%ld:%02ld", s / 60, s % 60);

@@ -30,7 +30,7 @@ void jt_ui_init(jt_ui *ui, FILE *out, int rank0, uint64_t first_step, uint64_t t
                 uint64_t steps_per_epoch);
 /* Seconds since the first step, and the estimated seconds left at step (0 before any step). */
 void jt_ui_times(const jt_ui *ui, uint64_t step, double *elapsed, double *eta);
-/* "1:02:03" for >= an hour, else "2:03". */
+/* "1:02:03" for an hour or more, "2:03" for a minute or more, else "12.3s". */
 void jt_fmt_duration(double seconds, char *buf, size_t len);
 /* Redraws the bar for the step just finished (live only; skipped when the last redraw was
  * under 0.1 s ago unless force). tail: the metrics after the bar. */
