@@ -12,15 +12,39 @@
 #define BAR_WIDTH 20
 #define REDRAW_S 0.1
 
+/* The parent of process pid (/proc/PID/stat, field 4), or -1. */
+static long parent_of(long pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces and parentheses */
+    long ppid = -1;
+    if (!p || sscanf(p + 1, " %*c %ld", &ppid) != 1) return -1;
+    return ppid;
+}
+
 /* Open MPI gives its ranks a pseudo-terminal for stdout whatever mpirun's own stdout is (so
  * isatty is always true under it, and the window size 0): under Open MPI the terminal that
- * counts is the launcher's. Its stdout is /proc/PPID/fd/1 (mpirun starts the ranks of its node
- * itself); a terminal there is /dev/pts/N or /dev/ttyN. *path receives it ("" if unknown). */
+ * counts is the launcher's. Walking up from this process past every ancestor that writes to the
+ * same pseudo-terminal (wrappers mpirun started), the first one that writes elsewhere is the
+ * launcher: its stdout (/proc/PID/fd/1) decides; a terminal there is /dev/pts/N or /dev/ttyN.
+ * *path receives it ("" if unknown). */
 static int launcher_terminal(char *path, size_t len) {
-    char link[64];
-    snprintf(link, sizeof link, "/proc/%ld/fd/1", (long)getppid());
-    ssize_t n = readlink(link, path, len - 1);
-    path[n > 0 ? n : 0] = 0;
+    char mine[256], link[64];
+    ssize_t n = readlink("/proc/self/fd/1", mine, sizeof mine - 1);
+    mine[n > 0 ? n : 0] = 0;
+    path[0] = 0;
+    long pid = (long)getppid();
+    for (int depth = 0; depth < 16 && pid > 1; depth++, pid = parent_of(pid)) {
+        snprintf(link, sizeof link, "/proc/%ld/fd/1", pid);
+        n = readlink(link, path, len - 1);
+        path[n > 0 ? n : 0] = 0;
+        if (n <= 0 || strcmp(path, mine) != 0) break;
+    }
     return strncmp(path, "/dev/pts/", 9) == 0 || strncmp(path, "/dev/tty", 8) == 0;
 }
 
