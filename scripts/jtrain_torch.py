@@ -723,6 +723,23 @@ def shapes_of(split):
 
 # ---- checkpoints: load() and the eval command ----
 
+def layout_of(path):
+    """(shapes, classes) from a checkpoint's /layout (the arrays as training saw them; jtrain
+    writes it since it could summarise a checkpoint without its data), or None without one."""
+    with h5py.File(path, "r") as f:
+        if "layout" not in f:
+            return None
+        a = f["layout"].attrs
+        names = [n.decode() if isinstance(n, bytes) else str(n) for n in a["names"]]
+        dims = list(a["dims"])
+        shapes, classes = {}, {}
+        for i, name in enumerate(names):
+            shapes[name] = tuple(int(d) for d in dims[3 * i:3 * i + int(a["ndims"][i])])
+            if int(a["roles"][i]) == 1:
+                classes[name] = int(a["classes"][i])
+        return shapes, classes
+
+
 class JtError(Exception):
     """An error the command reports as one line and an exit code (jtrain's: 2 usage, 3 data
     set, 4 checkpoint)."""
@@ -816,8 +833,9 @@ def load(checkpoint, data=None, split=None, shapes=None, classes=None, dtype=tor
 
     checkpoint: a ckpt-<step>.h5, a run folder or a latest/best file. The per-sample shapes and
     class counts come from the data set's metadata (data, default the config's data.file, read
-    from the working directory as jtrain does; split, default data.eval) unless shapes and
-    classes are given (as for build_twin). Every view of the checkpoint but balance.* must match
+    from the working directory as jtrain does; split, default data.eval), or when that file is
+    not there from the checkpoint's /layout, unless shapes and classes are given (as for
+    build_twin). Every view of the checkpoint but balance.* must match
     a twin parameter in name and shape, and the other way round.
 
     m(arrays) maps arrays by name (normalised inputs, e.g. read_split's: image (N, H, W) or
@@ -834,8 +852,9 @@ def load(checkpoint, data=None, split=None, shapes=None, classes=None, dtype=tor
     dcfg = cfg.get("data") or {}
     data = data or dcfg.get("file")
     split = split or dcfg.get("eval", "test")
-    if shapes is None or classes is None:
-        shapes, classes = _split_meta(data, split)
+    if shapes is None or classes is None:  # the data set's metadata; without the file, the
+        meta = None if data and os.path.exists(data) else layout_of(path)  # checkpoint's layout
+        shapes, classes = meta if meta else _split_meta(data, split)
     try:
         twin, views = build_twin(cfg, shapes, classes, dtype)
     except (KeyError, ValueError) as e:

@@ -116,6 +116,23 @@ print("  load('arch2/latest'):", shapes)
 PY
 pass "load() gives each head's logits"
 
+# without the data file, load() builds the model from the checkpoint's /layout: the same logits
+mv synth.h5 synth-away.h5
+PYTHONPATH="$JT_SRC/scripts" "$PY" - <<'PY' || { mv synth-away.h5 synth.h5; fail "load() without the data"; }
+import torch
+from jtrain_torch import load, read_split, data_arrays
+m = load("arch2/latest")                          # synth.h5 is not here
+ref = load("arch2/latest", data="synth-away.h5")  # from the data set's metadata
+inputs, _ = data_arrays(ref)
+x = read_split("synth-away.h5", "test", inputs)
+with torch.no_grad():
+    a, b = m({k: v[:5] for k, v in x.items()}), ref({k: v[:5] for k, v in x.items()})
+assert all(torch.equal(a[h], b[h]) for h in a), "logits differ"
+print("  load() without the data file: the same logits from /layout")
+PY
+mv synth-away.h5 synth.h5
+pass "load() without the data file uses the checkpoint's layout"
+
 # errors are one line and jtrain's exit code: a checkpoint that does not exist (4), a data set
 # without the split (3)
 rc=0; "$PY" "$TORCH" nowhere --eval > out.txt 2> err.txt || rc=$?
