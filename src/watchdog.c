@@ -230,7 +230,7 @@ static void *watch_main(void *arg) {
     w.at_end = jt_xcalloc(k, sizeof *w.at_end);
     w.bye_sent = jt_xcalloc(k, sizeof *w.bye_sent);
     w.views = jt_xcalloc(k, sizeof *w.views);
-    double now = jt_now(), next = now, stop_seen = 0;
+    double now = jt_now(), next = now, stop_seen = 0, quiet_until = 0;
     for (size_t r = 0; r < k; r++) w.arrived[r] = now; /* started together (collective) */
     look_at_main(&w, now);
     w.moved = now;
@@ -246,7 +246,11 @@ static void *watch_main(void *arg) {
         if (now >= next) {
             /* a stopping rank's BYE is its last word; rank 0 beats on to those that wait */
             if (!stopping || g.rank == 0) send_beats(&w, now);
-            judge(&w, now);
+            /* Woken a period or more late: this process itself was stopped (SIGSTOP, a frozen
+             * VM) or starved, so the waits it sees are of its own making, and the peers that
+             * watched it have the verdict. It judges again only after their grace time. */
+            if (now - next > g.period) quiet_until = now + 2 * g.grace;
+            if (now >= quiet_until) judge(&w, now);
             next += g.period;
             if (next < now) next = now + g.period; /* overslept: no burst */
         }
