@@ -301,7 +301,7 @@ static jt_status check_memory(jt_model *m, const jt_config *cfg, const jt_split 
     size_t shared = 0, longest = 0;
     for (size_t k = 0; k < m->n_blocks; k++) {
         const jt_chain *c = &m->chains[k];
-        if (!c->heads_fed || (c->heads_fed & (c->heads_fed - 1)) == 0) continue;
+        if (!jt_chain_feeds_several(c)) continue;
         size_t n = 0;
         for (size_t i = 0; i < c->n_layers; i++)
             for (int j = 0; j < c->layers[i].n_params; j++)

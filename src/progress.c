@@ -75,6 +75,7 @@ void jt_ui_init(jt_ui *ui, FILE *out, int rank0, uint64_t first_step, uint64_t t
     if (mode && strcmp(mode, "bar") == 0) tty = 1;
     if (mode && strcmp(mode, "plain") == 0) tty = 0;
     ui->live = rank0 && tty;
+    if (ui->live) ui->width = term_width(out);
     ui->t0 = jt_now();
     ui->first_step = first_step;
     ui->total_steps = total_steps;
@@ -118,7 +119,7 @@ static void draw(jt_ui *ui, uint64_t step, double sps, const char *tail) {
     snprintf(line, sizeof line, "epoch %llu/%llu [%s] %llu/%llu %s<%s %.0f samples/s%s",
              (unsigned long long)epoch, (unsigned long long)epochs, bar, (unsigned long long)in,
              (unsigned long long)in_total, e, r, sps, tail ? tail : "");
-    size_t w = term_width(ui->out) - 1;
+    size_t w = ui->width - 1;
     if (strlen(line) > w) line[w] = 0;
     fprintf(ui->out, "\r\033[K%s", line);
     fflush(ui->out);
@@ -126,9 +127,10 @@ static void draw(jt_ui *ui, uint64_t step, double sps, const char *tail) {
     ui->last_draw = jt_now();
 }
 
-void jt_ui_draw(jt_ui *ui, uint64_t step, double samples_per_s, const char *tail, int force) {
+int jt_ui_due(const jt_ui *ui) { return ui->live && jt_now() - ui->last_draw >= REDRAW_S; }
+
+void jt_ui_draw(jt_ui *ui, uint64_t step, double samples_per_s, const char *tail) {
     if (!ui->live || step == 0) return;
-    if (!force && jt_now() - ui->last_draw < REDRAW_S) return;
     draw(ui, step, samples_per_s, tail);
 }
 

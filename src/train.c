@@ -468,6 +468,19 @@ static void bar_tail(const run *r, const double *acc, char *buf, size_t len) {
     if (n < len) snprintf(buf + n, len - n, " | lr %.3g", r->lr);
 }
 
+/* Rank 0 on a terminal: the bar of the epoch for the step just finished, when a redraw is due
+ * (at most 10 times a second) or forced; with end, its final form and a newline. acc: the
+ * epoch's global sums (then its rows), seconds: its training time so far. */
+static void draw_bar(run *r, const double *acc, double seconds, int force, int end) {
+    if (r->rank != 0 || !r->ui.live || !(force || end || jt_ui_due(&r->ui))) return;
+    size_t nf = JT_HEAD_EVAL_FIELDS * r->model.n_heads;
+    double sps = acc[nf] / (seconds > 1e-9 ? seconds : 1e-9);
+    char tail[1024];
+    bar_tail(r, acc, tail, sizeof tail);
+    if (end) jt_ui_end_epoch(&r->ui, r->step, sps, tail);
+    else jt_ui_draw(&r->ui, r->step, sps, tail);
+}
+
 /* Rank 0, when an epoch ends: its record in the metrics, and on a terminal the bar's final
  * form; elsewhere a plain line. acc: the epoch's global sums (JT_HEAD_EVAL_FIELDS per head, then
  * the rows), seconds: its training time. */
@@ -477,12 +490,11 @@ static void log_epoch(run *r, const double *acc, double seconds) {
     double sps = acc[nf] / (seconds > 1e-9 ? seconds : 1e-9);
     unsigned long long ep = r->epoch; /* the epoch just completed, 1-based */
     unsigned long long epochs = (r->total_steps + r->steps_per_epoch - 1) / r->steps_per_epoch;
-    char tail[1024];
-    bar_tail(r, acc, tail, sizeof tail);
     if (r->ui.live) {
-        jt_ui_end_epoch(&r->ui, r->step, sps, tail);
+        draw_bar(r, acc, seconds, 1, 1);
     } else {
-        char t[32];
+        char tail[1024], t[32];
+        bar_tail(r, acc, tail, sizeof tail);
         jt_fmt_duration(seconds, t, sizeof t);
         printf("epoch %llu/%llu done at step %llu in %s%s | %.0f samples/s\n", ep, epochs,
                (unsigned long long)r->step, t, tail, sps);
@@ -977,12 +989,8 @@ jt_status jt_train_run(const jt_train_args *a) {
 
         for (size_t i = 0; i < nf; i++) interval[i] += ctrl[i], epoch_acc[i] += ctrl[i];
         epoch_acc[nf] += step_rows;
-        if (r.rank == 0 && r.ui.live) {
-            char tail[1024];
-            bar_tail(&r, epoch_acc, tail, sizeof tail);
-            double te = jt_now() - t_epoch;
-            jt_ui_draw(&r.ui, r.step, epoch_acc[nf] / (te > 1e-9 ? te : 1e-9), tail, log_step);
-        }
+        if (r.epoch_step != 0) /* an epoch's end draws the bar's final form in log_epoch */
+            draw_bar(&r, epoch_acc, jt_now() - t_epoch, log_step, r.step == r.total_steps);
         if (log_step) {
             double now = jt_now();
             double sps = interval[nf] / (now - t_log > 1e-9 ? now - t_log : 1e-9);
@@ -991,12 +999,6 @@ jt_status jt_train_run(const jt_train_args *a) {
             r.mt.projections = 0;
             memset(interval, 0, (nf + 1) * sizeof(double));
             t_log = jt_now();
-        }
-        if (r.step == r.total_steps && r.epoch_step != 0 && r.rank == 0 && r.ui.live) {
-            char tail[1024]; /* the run ends inside an epoch: its bar stays on screen */
-            bar_tail(&r, epoch_acc, tail, sizeof tail);
-            double te = jt_now() - t_epoch;
-            jt_ui_end_epoch(&r.ui, r.step, epoch_acc[nf] / (te > 1e-9 ? te : 1e-9), tail);
         }
         if (r.epoch_step == 0) { /* this step ended an epoch */
             if (r.rank == 0) log_epoch(&r, epoch_acc, jt_now() - t_epoch);

@@ -9,12 +9,6 @@
 #include "jtrain/multitask.h"
 #include "jtrain/optim.h"
 
-static int popcount32(uint32_t x) {
-    int n = 0;
-    for (; x; x &= x - 1) n++;
-    return n;
-}
-
 jt_status jt_mt_init(jt_mt *mt, const jt_config *cfg, jt_model *m, char *err, size_t errlen) {
     memset(mt, 0, sizeof *mt);
     mt->cfg = cfg;
@@ -28,7 +22,7 @@ jt_status jt_mt_init(jt_mt *mt, const jt_config *cfg, jt_model *m, char *err, si
     size_t longest = 0;
     for (size_t k = 0; k < nb; k++) {
         const jt_chain *c = &m->chains[k];
-        if (popcount32(c->heads_fed) < 2 || c->g_end == c->g_begin) continue;
+        if (!jt_chain_feeds_several(c) || c->g_end == c->g_begin) continue;
         size_t s = mt->n_shared++;
         mt->chain[s] = k;
         mt->lo[s] = c->g_begin;

@@ -55,6 +55,12 @@ typedef struct {
     uint32_t heads_fed;
 } jt_chain;
 
+/* 1 if two or more heads' losses reach chain c's parameters (heads_fed): a block "that feeds
+ * several heads", whose per-head gradients training keeps apart (train_mt.h). */
+static inline int jt_chain_feeds_several(const jt_chain *c) {
+    return (c->heads_fed & (c->heads_fed - 1)) != 0;
+}
+
 /* Called by jt_model_backward when chain k's gradient slice is final (k runs from the last
  * chain down to 0), e.g. to start its allreduce while the other chains compute. */
 typedef void (*jt_chain_done_fn)(void *arg, size_t k);

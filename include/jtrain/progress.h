@@ -22,6 +22,7 @@ typedef struct {
     double t0;                /* when this process's first step started (jt_now) */
     uint64_t first_step, total_steps, steps_per_epoch;
     double last_draw;         /* jt_now of the last redraw */
+    size_t width;             /* the terminal's columns, read once at init (live only) */
     int open;                 /* a bar is on screen without its newline */
 } jt_ui;
 
@@ -32,9 +33,10 @@ void jt_ui_init(jt_ui *ui, FILE *out, int rank0, uint64_t first_step, uint64_t t
 void jt_ui_times(const jt_ui *ui, uint64_t step, double *elapsed, double *eta);
 /* "1:02:03" for an hour or more, "2:03" for a minute or more, else "12.3s". */
 void jt_fmt_duration(double seconds, char *buf, size_t len);
-/* Redraws the bar for the step just finished (live only; skipped when the last redraw was
- * under 0.1 s ago unless force). tail: the metrics after the bar. */
-void jt_ui_draw(jt_ui *ui, uint64_t step, double samples_per_s, const char *tail, int force);
+/* 1 when live and the last redraw is 0.1 s old or more: a redraw is due. */
+int jt_ui_due(const jt_ui *ui);
+/* Redraws the bar for the step just finished (live only). tail: the metrics after the bar. */
+void jt_ui_draw(jt_ui *ui, uint64_t step, double samples_per_s, const char *tail);
 /* The epoch ended at step: the bar's last redraw with its newline (live only). */
 void jt_ui_end_epoch(jt_ui *ui, uint64_t step, double samples_per_s, const char *tail);
 /* Clears a bar that is on screen, so other output starts on a clean line. */

@@ -79,7 +79,8 @@ for name in ["uncertainty", "dwa", "gradnorm", "pcgrad", "accum"]:
         c = g["cosine"]["word/speaker"]
         assert -1.0 <= c <= 1.0, c
         assert r["lr"] > 0
-assert sum(r["pcgrad_projections"] for r in train("pcgrad")) >= 0
+# the heads conflict now and then on this model: PCGrad must have projected
+assert sum(r["pcgrad_projections"] for r in train("pcgrad")) > 0, train("pcgrad")
 # the cosine schedule with warmup: lr of the step logged (0-based t = step - 1), T = 30
 base, W, T, lo = 1e-3, 4, 30, 1e-5
 for r in train("accum"):
